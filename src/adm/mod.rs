@@ -1,0 +1,2 @@
+//! `tunvs adm`: the `ipvsadm` command line (spec §4).
+pub mod api;
