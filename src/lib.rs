@@ -7,6 +7,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod adm;
+pub mod conntrack;
+pub mod director;
 pub mod sched;
 pub mod service;
 pub mod stats;
