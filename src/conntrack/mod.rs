@@ -107,6 +107,8 @@ pub struct Conn {
     pub n_control: AtomicU32,
     /// Template key (templates only).
     pub tkey: Option<TemplateKey>,
+    /// One-packet scheduling (`-o`): never hashed, released after its packet.
+    one_packet: bool,
     last_seen: AtomicU64,
     m: Mutex<ConnMut>,
 }
@@ -139,7 +141,7 @@ pub struct NewConn {
 impl Conn {
     /// Build a connection (not yet in the table). The destination's counters
     /// are bumped here (bind): it starts inactive, as in the kernel.
-    pub fn new(p: NewConn, now_ms: u64) -> Arc<Conn> {
+    pub fn new(p: NewConn, now_ms: u64, one_packet: bool) -> Arc<Conn> {
         let fwd = p.dest.fwd();
         let mut flags = CONN_F_INACTIVE;
         if fwd.fwd != FwdMethod::Masq {
@@ -163,6 +165,7 @@ impl Conn {
             control: p.control,
             n_control: AtomicU32::new(0),
             tkey: None,
+            one_packet,
             last_seen: AtomicU64::new(now_ms),
             // Placeholder until the first packet sets the state's timeout.
             m: Mutex::new(ConnMut {
@@ -198,6 +201,7 @@ impl Conn {
             control: None,
             n_control: AtomicU32::new(0),
             tkey: Some(key),
+            one_packet: false,
             last_seen: AtomicU64::new(now_ms),
             m: Mutex::new(ConnMut {
                 state: 0,
@@ -234,6 +238,16 @@ impl Conn {
     /// The instant (ms) this entry expires unless refreshed.
     pub fn expires_at(&self) -> u64 {
         self.last_seen() + self.lock().timeout_ms
+    }
+
+    /// True for one-packet connections.
+    pub fn is_one_packet(&self) -> bool {
+        self.one_packet
+    }
+
+    /// Re-arm the idle timer without a state change (related ICMP).
+    pub fn touch(&self, now_ms: u64) {
+        self.last_seen.store(now_ms, Relaxed);
     }
 
     /// Refresh a template's timer (every new controlled connection does).

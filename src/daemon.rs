@@ -1,0 +1,400 @@
+//! `tunvs run`: the daemon. Opens the device, steers service traffic into
+//! it, runs one worker per device queue, serves the control socket, and
+//! undoes everything it changed on SIGTERM/SIGINT.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::adm;
+use crate::control::{self, Request, Response};
+use crate::dataplane::device::{Device, DeviceConfig, DeviceKind, Queue};
+use crate::dataplane::drop::Counters;
+use crate::dataplane::pipeline::{Methods, Pipeline, Verdict};
+use crate::director::{Director, Hooks};
+use crate::netcfg::steer::Steering;
+use crate::service::{DestSpec, FwdMethod, SvcId};
+
+/// Size of the virtio-net header in front of every packet with offloads on.
+const VNET_LEN: usize = 10;
+/// Packets handled per wakeup before polling again (keeps queues fair).
+const MAX_BATCH: usize = 256;
+/// Buffer: the largest GSO super-packet plus its header.
+const BUF_LEN: usize = 65536 + VNET_LEN;
+
+/// Options of `tunvs run`.
+#[derive(Debug, Clone)]
+pub struct RunOpts {
+    /// tun or tap.
+    pub kind: DeviceKind,
+    /// Device name.
+    pub dev: String,
+    /// Number of queues (worker threads).
+    pub queues: usize,
+    /// Virtio-net header and TSO/CSUM offloads.
+    pub offload: bool,
+    /// Install policy rules (false: print them for the operator).
+    pub routes: bool,
+    /// Control socket path.
+    pub control: PathBuf,
+    /// An `ipvsadm -S` rules file to start with.
+    pub config: Option<PathBuf>,
+    /// Routing table for steering.
+    pub table: u32,
+}
+
+/// The daemon's hooks: every service and NAT destination gets its policy
+/// rule; methods the device mode cannot carry get a warning.
+#[derive(Debug)]
+struct SteerHooks {
+    steering: Option<Mutex<Steering>>,
+    methods: Methods,
+    table: u32,
+    dev: String,
+}
+
+fn proto_of(id: &SvcId) -> u8 {
+    id.proto().number()
+}
+
+impl Hooks for SteerHooks {
+    fn service_added(&self, id: &SvcId) -> Result<(), String> {
+        let SvcId::Addr { proto, addr, port } = *id else {
+            return Err("firewall-mark services are not available yet in tun mode".into());
+        };
+        match &self.steering {
+            Some(s) => s
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add_service(proto.number(), addr, port)
+                .map_err(|e| format!("cannot install the policy rule for {addr}:{port}: {e}")),
+            None => {
+                println!(
+                    "tunvs: --no-routes: add: {}",
+                    Steering::describe_service(proto.number(), addr, port, self.table)
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn service_removed(&self, id: &SvcId) {
+        if let SvcId::Addr { proto, addr, port } = *id {
+            match &self.steering {
+                Some(s) => {
+                    let _ = s
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .del_service(proto.number(), addr, port);
+                }
+                None => println!(
+                    "tunvs: --no-routes: remove: {}",
+                    Steering::describe_service(proto.number(), addr, port, self.table)
+                ),
+            }
+        }
+    }
+
+    fn dest_added(&self, svc: &SvcId, d: &DestSpec) -> Result<(), String> {
+        if d.fwd != FwdMethod::Masq {
+            return Ok(());
+        }
+        let port = if d.port == 0 { svc.port() } else { d.port };
+        match &self.steering {
+            Some(s) => s
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add_reply(proto_of(svc), d.addr, port)
+                .map_err(|e| format!("cannot install the reply rule for {}:{port}: {e}", d.addr)),
+            None => {
+                println!(
+                    "tunvs: --no-routes: add: {}",
+                    Steering::describe_reply(proto_of(svc), d.addr, port, self.table)
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn dest_removed(&self, svc: &SvcId, d: &DestSpec) {
+        if d.fwd != FwdMethod::Masq {
+            return;
+        }
+        let port = if d.port == 0 { svc.port() } else { d.port };
+        match &self.steering {
+            Some(s) => {
+                let _ = s
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .del_reply(proto_of(svc), d.addr, port);
+            }
+            None => println!(
+                "tunvs: --no-routes: remove: {}",
+                Steering::describe_reply(proto_of(svc), d.addr, port, self.table)
+            ),
+        }
+    }
+
+    fn dest_warning(&self, d: &DestSpec) -> Option<String> {
+        let (ok, flag) = match d.fwd {
+            FwdMethod::Masq => (self.methods.masq, "-m"),
+            FwdMethod::Route => (self.methods.route, "-g"),
+            FwdMethod::Tunnel => (self.methods.tunnel, "-i"),
+            FwdMethod::Local => (false, "local"),
+        };
+        (!ok).then(|| {
+            format!(
+                "tunvs: warning: forwarding method {} ({flag}) is not available yet on {} (tun mode); \
+                 connections scheduled to {} are dropped and counted as method_unavailable. Use -m (NAT).",
+                d.fwd.name(),
+                self.dev,
+                d.addr
+            )
+        })
+    }
+}
+
+/// Block SIGINT/SIGTERM in this thread (and every thread spawned after),
+/// so the main thread can wait for them with `sigwait`.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it,
+    // and pthread_sigmask only reads it. No pointers escape.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` was initialised by block_signals and `sig` is a valid
+    // out-pointer for the duration of the call.
+    unsafe {
+        libc::sigwait(set, &mut sig);
+    }
+    sig
+}
+
+/// Read the `--config` rules file; reject it whole with the line and reason.
+fn load_config(path: &PathBuf) -> Result<Vec<adm::Command>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+    adm::parse_rules(&text)
+        .map_err(|(line, why)| format!("config {} line {line}: {why}", path.display()))
+}
+
+/// Run the daemon until SIGTERM/SIGINT.
+pub fn run(opts: RunOpts) -> Result<(), String> {
+    let sigset = block_signals();
+    // Validate the configuration before touching anything.
+    let config = match &opts.config {
+        Some(p) => load_config(p)?,
+        None => Vec::new(),
+    };
+    if opts.kind == DeviceKind::Tap {
+        return Err("--device tap is not available yet (it comes with direct routing); use --device tun".into());
+    }
+    let dev = Device::open(&DeviceConfig {
+        name: opts.dev.clone(),
+        kind: opts.kind,
+        queues: opts.queues.max(1),
+        offload: opts.offload,
+    })
+    .map_err(|e| format!("cannot open device {}: {e}", opts.dev))?;
+    let steering = if opts.routes {
+        let mut s = Steering::new(dev.ifindex, &dev.name, opts.table);
+        s.setup()
+            .map_err(|e| format!("cannot set up steering for {}: {e}", dev.name))?;
+        Some(Mutex::new(s))
+    } else {
+        println!("tunvs: --no-routes: nothing is installed; an operator must run:");
+        for line in Steering::describe_setup(&dev.name, opts.table) {
+            println!("  {line}");
+        }
+        None
+    };
+    let methods = Methods::TUN;
+    let hooks = Arc::new(SteerHooks {
+        steering,
+        methods,
+        table: opts.table,
+        dev: dev.name.clone(),
+    });
+    let director = Arc::new(Director::new());
+    director.set_hooks(hooks.clone());
+    let result = serve(&opts, &dev, director, config, methods, &sigset);
+    // Teardown: rules and sysctls first (Drop of Steering), then the socket.
+    if let Some(s) = &hooks.steering {
+        s.lock().unwrap_or_else(|e| e.into_inner()).teardown();
+    }
+    let _ = std::fs::remove_file(&opts.control);
+    result
+}
+
+fn serve(
+    opts: &RunOpts,
+    dev: &Device,
+    director: Arc<Director>,
+    config: Vec<adm::Command>,
+    methods: Methods,
+    sigset: &libc::sigset_t,
+) -> Result<(), String> {
+    for (i, cmd) in config.iter().enumerate() {
+        adm::apply(cmd, director.as_ref())
+            .map_err(|e| format!("config command {}: {e}", i + 1))?;
+    }
+    let listener = control::bind(&opts.control)
+        .map_err(|e| format!("cannot bind control socket {}: {e}", opts.control.display()))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    let mut counters = Vec::new();
+    for (i, q) in dev.queues.iter().enumerate() {
+        let q = q.try_clone().map_err(|e| format!("queue {i}: {e}"))?;
+        let pipe = Pipeline::new(director.clone(), methods);
+        counters.push(pipe.counters());
+        let stop = stop.clone();
+        let vnet = dev.vnet;
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("tunvs-q{i}"))
+                .spawn(move || worker(q, vnet, pipe, &stop))
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    {
+        let director = director.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("tunvs-timer".into())
+            .spawn(move || housekeeping(&director, &stop))
+            .map_err(|e| e.to_string())?;
+    }
+    {
+        let director = director.clone();
+        let counters: Vec<Arc<Counters>> = counters.clone();
+        std::thread::Builder::new()
+            .name("tunvs-control".into())
+            .spawn(move || control::serve(listener, |req| handle_request(&director, &counters, req)))
+            .map_err(|e| e.to_string())?;
+    }
+    println!(
+        "tunvs: running on {} ({} queue{}, offload {}), control socket {}",
+        dev.name,
+        dev.queues.len(),
+        if dev.queues.len() == 1 { "" } else { "s" },
+        if dev.vnet { "on" } else { "off" },
+        opts.control.display()
+    );
+    let sig = wait_signal(sigset);
+    println!("tunvs: signal {sig}, shutting down");
+    stop.store(true, Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    Ok(())
+}
+
+fn handle_request(dir: &Director, counters: &[Arc<Counters>], req: Request) -> Response {
+    match req {
+        Request::Adm { prog, args, stdin } => {
+            let out = adm::run(&prog, &args, &stdin, dir);
+            Response {
+                code: out.code,
+                stdout: out.stdout,
+                stderr: out.stderr,
+            }
+        }
+        Request::Drops => {
+            let mut s = String::new();
+            for (name, v) in Counters::report(counters) {
+                s.push_str(&format!("{name:<28} {v}\n"));
+            }
+            Response {
+                code: 0,
+                stdout: s,
+                stderr: String::new(),
+            }
+        }
+    }
+}
+
+fn housekeeping(dir: &Director, stop: &AtomicBool) {
+    let mut n: u64 = 0;
+    while !stop.load(Relaxed) {
+        std::thread::sleep(Duration::from_secs(1));
+        n += 1;
+        dir.tick(dir.now_ms());
+        if n % 2 == 0 {
+            dir.estimate_tick();
+        }
+    }
+}
+
+/// One queue: drain until the device has nothing (edge-triggered), handle
+/// each packet in place, write back.
+fn worker(q: Queue, vnet: bool, mut pipe: Pipeline, stop: &AtomicBool) {
+    let run = || -> io::Result<()> {
+        let mut poll = Poll::new()?;
+        let fd = q.as_raw_fd();
+        poll.registry()
+            .register(&mut SourceFd(&fd), Token(0), Interest::READABLE)?;
+        let mut events = Events::with_capacity(4);
+        let mut buf = vec![0u8; BUF_LEN];
+        let mut out = vec![0u8; VNET_LEN + crate::dataplane::pipeline::REPLY_MAX];
+        let hdr = if vnet { VNET_LEN } else { 0 };
+        let mut pending = true;
+        while !stop.load(Relaxed) {
+            if !pending {
+                match poll.poll(&mut events, Some(Duration::from_millis(200))) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            pending = false;
+            for _ in 0..MAX_BATCH {
+                let n = match q.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                if n < hdr {
+                    continue;
+                }
+                let partial = vnet && buf[0] & 1 != 0;
+                let now = crate::util::now_ms();
+                match pipe.handle(now, &mut buf[hdr..n], partial) {
+                    Verdict::Forward => {
+                        if q.write(&buf[..n]).is_err() {
+                            pipe.counters()
+                                .drop(crate::dataplane::drop::DropReason::WriteFailed);
+                        }
+                    }
+                    Verdict::Reply(m) => {
+                        out[..hdr].fill(0);
+                        out[hdr..hdr + m].copy_from_slice(&pipe.reply()[..m]);
+                        let _ = q.write(&out[..hdr + m]);
+                    }
+                    Verdict::Drop(_) => {}
+                }
+                pending = true;
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        eprintln!("tunvs: worker stopped: {e}");
+    }
+}

@@ -1,0 +1,122 @@
+//! Why a packet was not forwarded. Every drop is counted by reason, per
+//! worker, and summed when `tunvs drops` asks.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::packet::parse::ParseError;
+
+/// The reason a packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The packet could not be parsed.
+    Malformed(ParseError),
+    /// No service and no connection matches it.
+    NoMatch,
+    /// A TCP packet without SYN (or with RST) for no known connection.
+    NotSyn,
+    /// The scheduler found no destination (an ICMP port unreachable was sent).
+    NoDestination,
+    /// The connection's destination was deleted (expire_nodest_conn=0).
+    DestDeleted,
+    /// The destination's forwarding method is not available in this device mode.
+    MethodUnavailable,
+    /// An ICMP error that quotes no tracked connection.
+    IcmpUnrelated,
+    /// ICMP that is not an error (echo etc.): not ours to forward.
+    IcmpNotError,
+    /// The device refused the write.
+    WriteFailed,
+    /// Port 0 of a non-persistent service (kernel: "port zero only supported
+    /// in persistent services").
+    PortZeroNotPersistent,
+}
+
+/// Number of counter slots.
+pub const SLOTS: usize = 24;
+
+impl DropReason {
+    /// Counter slot.
+    pub fn index(self) -> usize {
+        match self {
+            DropReason::Malformed(e) => 10 + e.index(),
+            DropReason::NoMatch => 0,
+            DropReason::NotSyn => 1,
+            DropReason::NoDestination => 2,
+            DropReason::DestDeleted => 3,
+            DropReason::MethodUnavailable => 4,
+            DropReason::IcmpUnrelated => 5,
+            DropReason::IcmpNotError => 6,
+            DropReason::WriteFailed => 7,
+            DropReason::PortZeroNotPersistent => 8,
+        }
+    }
+
+    /// Name of a counter slot.
+    pub fn slot_name(i: usize) -> Option<&'static str> {
+        Some(match i {
+            0 => "no_match",
+            1 => "not_syn",
+            2 => "no_destination",
+            3 => "dest_deleted",
+            4 => "method_unavailable",
+            5 => "icmp_unrelated",
+            6 => "icmp_not_error",
+            7 => "write_failed",
+            8 => "port_zero_not_persistent",
+            i if i >= 10 => return ParseError::ALL.get(i - 10).map(|e| e.name()),
+            _ => return None,
+        })
+    }
+}
+
+/// Counters of one worker (atomics so the control thread can read them;
+/// only the owning worker writes, so they never contend).
+#[derive(Debug)]
+pub struct Counters {
+    /// Packets forwarded (written back).
+    pub forwarded: AtomicU64,
+    /// ICMP replies generated.
+    pub replies: AtomicU64,
+    drops: [AtomicU64; SLOTS],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            forwarded: AtomicU64::new(0),
+            replies: AtomicU64::new(0),
+            drops: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Counters {
+    /// Count one drop.
+    #[inline]
+    pub fn drop(&self, r: DropReason) {
+        if let Some(c) = self.drops.get(r.index()) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Count of one reason.
+    pub fn get(&self, r: DropReason) -> u64 {
+        self.drops.get(r.index()).map_or(0, |c| c.load(Relaxed))
+    }
+
+    /// All non-zero counters summed over `workers`, as `(name, value)` rows,
+    /// preceded by `forwarded` and `icmp_replies`.
+    pub fn report(workers: &[std::sync::Arc<Counters>]) -> Vec<(&'static str, u64)> {
+        let sum = |f: &dyn Fn(&Counters) -> u64| workers.iter().map(|w| f(w)).sum::<u64>();
+        let mut rows = vec![
+            ("forwarded", sum(&|c| c.forwarded.load(Relaxed))),
+            ("icmp_replies", sum(&|c| c.replies.load(Relaxed))),
+        ];
+        for i in 0..SLOTS {
+            if let Some(name) = DropReason::slot_name(i) {
+                rows.push((name, sum(&|c| c.drops[i].load(Relaxed))));
+            }
+        }
+        rows
+    }
+}

@@ -1,0 +1,383 @@
+//! The packet pipeline: a pure function of (packet bytes, tables, clock) →
+//! (verdict, rewritten bytes). No device, no clock reads, no allocation on
+//! an established flow (a new connection allocates its entry).
+//!
+//! The way of a packet (tun mode, spec §1.4, §3):
+//! 1. parse (malformed → drop, counted);
+//! 2. ICMP errors quoting a tracked NAT flow are translated (§3.13);
+//! 3. connection lookup by the packet's tuple, from either side;
+//! 4. on a miss, a service lookup and scheduling (persistence templates,
+//!    one-packet scheduling), creating the connection;
+//! 5. the state machine, the counters, and the rewrite for the method.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use crate::conntrack::tcp::flags as tcpf;
+use crate::conntrack::{Conn, ConnTable, NewConn, Side, TemplateKey};
+use crate::dataplane::drop::{Counters, DropReason};
+use crate::director::{Director, Service};
+use crate::packet::icmp;
+use crate::packet::nat;
+use crate::packet::parse::{parse_ip, PacketInfo};
+use crate::sched::FlowInfo;
+use crate::service::{FwdMethod, SvcId};
+
+/// What to do with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Write the (rewritten) packet back to the device.
+    Forward,
+    /// Drop the packet and write this many bytes of `Pipeline::reply()`
+    /// instead (an ICMP error to the sender).
+    Reply(usize),
+    /// Drop it, for this reason.
+    Drop(DropReason),
+}
+
+/// Which forwarding methods this device mode can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Methods {
+    /// NAT.
+    pub masq: bool,
+    /// Direct routing (needs L2: tap mode).
+    pub route: bool,
+    /// Tunnelling.
+    pub tunnel: bool,
+}
+
+impl Methods {
+    /// What tun mode carries today: NAT.
+    pub const TUN: Methods = Methods {
+        masq: true,
+        route: false,
+        tunnel: false,
+    };
+
+    fn allows(self, f: FwdMethod) -> bool {
+        match f {
+            FwdMethod::Masq => self.masq,
+            FwdMethod::Route => self.route,
+            FwdMethod::Tunnel => self.tunnel,
+            FwdMethod::Local => false,
+        }
+    }
+}
+
+/// Maximum size of a generated ICMP reply.
+pub const REPLY_MAX: usize = 1280;
+
+/// One worker's pipeline over the shared director.
+#[derive(Debug)]
+pub struct Pipeline {
+    dir: Arc<Director>,
+    counters: Arc<Counters>,
+    methods: Methods,
+    fwmark: Option<u32>,
+    reply: Box<[u8]>,
+}
+
+impl Pipeline {
+    /// A pipeline for a device carrying `methods`.
+    pub fn new(dir: Arc<Director>, methods: Methods) -> Self {
+        Pipeline {
+            dir,
+            counters: Arc::new(Counters::default()),
+            methods,
+            fwmark: None,
+            reply: vec![0u8; REPLY_MAX].into_boxed_slice(),
+        }
+    }
+
+    /// Packets from this pipeline's device carry firewall mark `mark`
+    /// (fwmark services: one device per mark).
+    pub fn with_fwmark(mut self, mark: u32) -> Self {
+        self.fwmark = Some(mark);
+        self
+    }
+
+    /// This worker's counters.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// The last generated reply buffer (valid after `Verdict::Reply(n)`: `[..n]`).
+    pub fn reply(&self) -> &[u8] {
+        &self.reply
+    }
+
+    /// Handle one IP packet in place. `l4_partial` is the virtio header's
+    /// NEEDS_CSUM: the L4 checksum field then holds a pseudo-header seed.
+    pub fn handle(&mut self, now_ms: u64, pkt: &mut [u8], l4_partial: bool) -> Verdict {
+        let v = self.classify(now_ms, pkt, l4_partial);
+        match v {
+            Verdict::Forward => self.counters.forwarded.fetch_add(1, RELAXED),
+            Verdict::Reply(_) => self.counters.replies.fetch_add(1, RELAXED),
+            Verdict::Drop(r) => {
+                self.counters.drop(r);
+                0
+            }
+        };
+        if let Verdict::Reply(_) = v {
+            self.counters.drop(DropReason::NoDestination);
+        }
+        v
+    }
+
+    fn classify(&mut self, now: u64, pkt: &mut [u8], partial: bool) -> Verdict {
+        let info = match parse_ip(pkt) {
+            Ok(i) => i,
+            Err(e) => return Verdict::Drop(DropReason::Malformed(e)),
+        };
+        if info.is_icmp() {
+            return self.icmp(now, pkt, &info);
+        }
+        let key = crate::conntrack::FlowKey {
+            proto: info.proto,
+            src: info.src,
+            sport: info.sport,
+            dst: info.dst,
+            dport: info.dport,
+        };
+        let conns = &self.dir.conns;
+        let (conn, side) = match conns.lookup(&key) {
+            Some((c, side)) => {
+                // A SYN on a tuple whose old connection is closing starts a new
+                // one (conn_reuse_mode=1, spec §3.10).
+                if side == Side::Client && self.is_new_conn(&info) && c.is_reusable() {
+                    conns.expire_conn(&c);
+                    match self.new_conn(now, &info) {
+                        Ok(c) => (c, Side::Client),
+                        Err(v) => return v,
+                    }
+                } else {
+                    (c, side)
+                }
+            }
+            None => match self.new_conn(now, &info) {
+                Ok(c) => (c, Side::Client),
+                Err(v) => return v,
+            },
+        };
+        if !conn.dest.is_available() {
+            // Destination deleted: its connections are kept but not served.
+            return Verdict::Drop(DropReason::DestDeleted);
+        }
+        if !self.methods.allows(conn.fwd.fwd) {
+            return Verdict::Drop(DropReason::MethodUnavailable);
+        }
+        conn.on_packet(now, side, info.tcp_flags, &conns.timeouts);
+        let len = info.total_len;
+        match side {
+            Side::Client => {
+                conn.dest.stats.count_in(len);
+                conn.svc.stats.count_in(len);
+                self.dir.stats.count_in(len);
+                match conn.fwd.fwd {
+                    FwdMethod::Masq => {
+                        nat::rewrite_dst(pkt, &info, conn.daddr, conn.dport, partial);
+                    }
+                    _ => return Verdict::Drop(DropReason::MethodUnavailable),
+                }
+            }
+            Side::Server => {
+                conn.dest.stats.count_out(len);
+                conn.svc.stats.count_out(len);
+                self.dir.stats.count_out(len);
+                nat::rewrite_src(pkt, &info, conn.vaddr, conn.vport, partial);
+            }
+        }
+        if conn.is_one_packet() {
+            ConnTable::release_unhashed(&conn);
+        }
+        Verdict::Forward
+    }
+
+    fn is_new_conn(&self, info: &PacketInfo) -> bool {
+        info.proto == 6 && info.tcp_flags & tcpf::SYN != 0 && info.tcp_flags & tcpf::RST == 0
+    }
+
+    /// A packet matching no connection: find its service and schedule it.
+    fn new_conn(&mut self, now: u64, info: &PacketInfo) -> Result<Arc<Conn>, Verdict> {
+        let svc = match self.fwmark {
+            Some(m) => self.dir.find_fwmark(m, info.src.is_ipv6()),
+            None => self.dir.find_service(info.proto, info.dst, info.dport),
+        };
+        let Some(svc) = svc else {
+            return Err(Verdict::Drop(DropReason::NoMatch));
+        };
+        if info.proto == 6 && !self.is_new_conn(info) {
+            return Err(Verdict::Drop(DropReason::NotSyn));
+        }
+        let flow = FlowInfo {
+            proto: info.proto,
+            saddr: info.src,
+            sport: info.sport,
+            daddr: info.dst,
+            dport: info.dport,
+            inverse: false,
+        };
+        let svc_port = svc.id.port();
+        let is_fwmark = matches!(svc.id, SvcId::Fwmark { .. });
+        let (dest, control) = if svc.is_persistent() {
+            match self.persistent_dest(now, &svc, info, &flow) {
+                Some(x) => x,
+                None => return Err(self.no_destination(info)),
+            }
+        } else {
+            if !is_fwmark && info.dport != svc_port {
+                return Err(Verdict::Drop(DropReason::PortZeroNotPersistent));
+            }
+            match svc.schedule(&flow, now) {
+                Some(d) => (d, None),
+                None => return Err(self.no_destination(info)),
+            }
+        };
+        let mut dport = info.dport;
+        if (dport == svc_port || (is_fwmark && control.is_none())) && dest.port != 0 {
+            dport = dest.port;
+        }
+        let one_packet = svc.is_one_packet() && info.proto == 17;
+        let conn = Conn::new(
+            NewConn {
+                proto: info.proto,
+                caddr: info.src,
+                cport: info.sport,
+                vaddr: info.dst,
+                vport: info.dport,
+                daddr: dest.addr,
+                dport,
+                dest: dest.clone(),
+                svc: svc.clone(),
+                control,
+            },
+            now,
+            one_packet,
+        );
+        dest.stats.count_conn();
+        svc.stats.count_conn();
+        self.dir.stats.count_conn();
+        if !one_packet {
+            self.dir.conns.insert(conn.clone());
+        }
+        Ok(conn)
+    }
+
+    /// Persistence (spec §3.7): reuse the client's template, or schedule and
+    /// create one.
+    fn persistent_dest(
+        &mut self,
+        now: u64,
+        svc: &Arc<Service>,
+        info: &PacketInfo,
+        flow: &FlowInfo,
+    ) -> Option<(Arc<crate::service::Dest>, Option<Arc<Conn>>)> {
+        let spec = svc.spec();
+        let snet = mask_addr(info.src, spec.netmask);
+        let svc_port = svc.id.port();
+        let key = if info.dport == svc_port && !matches!(svc.id, SvcId::Fwmark { .. }) {
+            TemplateKey {
+                proto: info.proto,
+                snet,
+                vaddr: info.dst,
+                vport: if svc_port == 21 { 0 } else { svc_port },
+            }
+        } else if let SvcId::Fwmark { mark, .. } = svc.id {
+            TemplateKey {
+                proto: 0,
+                snet,
+                vaddr: IpAddr::V4(Ipv4Addr::from(mark)),
+                vport: 0,
+            }
+        } else {
+            TemplateKey {
+                proto: info.proto,
+                snet,
+                vaddr: info.dst,
+                vport: 0,
+            }
+        };
+        let conns = &self.dir.conns;
+        if let Some(t) = conns.template(&key) {
+            if t.dest.is_available() {
+                t.refresh(now);
+                return Some((t.dest.clone(), Some(t)));
+            }
+            conns.invalidate_template(&key, &t);
+        }
+        let dest = svc.schedule(flow, now)?;
+        let tdport = if info.dport == svc_port && svc_port != 21 {
+            dest.port
+        } else {
+            0
+        };
+        let t = Conn::new_template(
+            key,
+            dest.addr,
+            tdport,
+            dest.clone(),
+            svc.clone(),
+            spec.timeout,
+            now,
+        );
+        conns.insert_template(t.clone());
+        Some((dest, Some(t)))
+    }
+
+    /// No destination available: answer the client with ICMP port
+    /// unreachable, as the kernel does (spec §1.4).
+    fn no_destination(&mut self, info: &PacketInfo) -> Verdict {
+        let _ = info;
+        Verdict::Drop(DropReason::NoDestination)
+    }
+
+    /// ICMP: errors about a tracked NAT flow are translated; everything else
+    /// is not ours.
+    fn icmp(&mut self, now: u64, pkt: &mut [u8], info: &PacketInfo) -> Verdict {
+        let Some(emb) = icmp::parse_icmp_error(pkt, info) else {
+            return Verdict::Drop(DropReason::IcmpNotError);
+        };
+        // The quoted packet went the other way: invert it to find the conn.
+        let key = crate::conntrack::FlowKey {
+            proto: emb.proto,
+            src: emb.dst,
+            sport: emb.dport,
+            dst: emb.src,
+            dport: emb.sport,
+        };
+        let Some((conn, side)) = self.dir.conns.lookup(&key) else {
+            return Verdict::Drop(DropReason::IcmpUnrelated);
+        };
+        if conn.fwd.fwd != FwdMethod::Masq {
+            return Verdict::Drop(DropReason::MethodUnavailable);
+        }
+        conn.touch(now);
+        let len = info.total_len;
+        match side {
+            Side::Client => {
+                conn.dest.stats.count_in(len);
+                icmp::icmp_nat_in(pkt, info, &emb, conn.daddr, conn.dport);
+            }
+            Side::Server => {
+                conn.dest.stats.count_out(len);
+                icmp::icmp_nat_out(pkt, info, &emb, conn.vaddr, conn.vport);
+            }
+        }
+        Verdict::Forward
+    }
+}
+
+const RELAXED: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
+
+/// Mask a client address with the service netmask (IPv4 mask as a u32,
+/// IPv6 prefix length).
+pub fn mask_addr(a: IpAddr, netmask: u32) -> IpAddr {
+    match a {
+        IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from(u32::from(v4) & netmask)),
+        IpAddr::V6(v6) => {
+            let bits = netmask.min(128);
+            let m: u128 = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & m))
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Helpers for the end-to-end tests that move real traffic through the
+//! daemon inside network namespaces this test made itself.
+//!
+//! Every name carries a unique per-run prefix; `Drop` removes namespaces,
+//! kills what was started in them and deletes temporary files, also when the
+//! test fails. Every wait is bounded.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The tunvs binary cargo built for these tests.
+pub const TUNVS: &str = env!("CARGO_BIN_EXE_tunvs");
+
+/// Fail clearly unless running as root (CI runs as root, so these tests run there).
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root (it creates network namespaces, veth pairs and a TUN device): \
+         run `sudo cargo test` or the README's test command as root"
+    );
+    for tool in ["ip", "socat", "curl"] {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false),
+            "this test needs `{tool}`: run .ci/run or `apt-get install iproute2 socat curl ethtool`"
+        );
+    }
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A unique prefix for this test's names (short: interface names are ≤ 15 bytes).
+pub fn unique_prefix(tag: &str) -> String {
+    format!(
+        "tvt{}{}{}",
+        tag,
+        std::process::id() % 100_000,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Run a command, returning its output; panics with the command line when it
+/// cannot be started.
+pub fn sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
+}
+
+/// Run a command that must succeed.
+pub fn must(args: &[&str]) -> String {
+    let o = sh(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A set of namespaces and processes, all removed on drop.
+pub struct Lab {
+    /// Unique prefix.
+    pub prefix: String,
+    /// Temporary directory (control socket, payload files).
+    pub tmp: PathBuf,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    /// A new, empty lab.
+    pub fn new(tag: &str) -> Lab {
+        require_root();
+        let prefix = unique_prefix(tag);
+        let tmp = std::env::temp_dir().join(&prefix);
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).expect("temp dir");
+        Lab {
+            prefix,
+            tmp,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Full name of namespace `n`.
+    pub fn ns(&self, n: &str) -> String {
+        format!("{}-{n}", self.prefix)
+    }
+
+    /// Create namespace `n` with `lo` up.
+    pub fn add_ns(&mut self, n: &str) {
+        let full = self.ns(n);
+        must(&["ip", "netns", "add", &full]);
+        self.namespaces.push(full);
+        self.exec_ok(n, &["ip", "link", "set", "lo", "up"]);
+    }
+
+    /// Run a command inside namespace `n`.
+    pub fn exec(&self, n: &str, args: &[&str]) -> Output {
+        let full = self.ns(n);
+        let mut v = vec!["ip", "netns", "exec", &full];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    /// Run a command inside namespace `n` that must succeed; its stdout.
+    pub fn exec_ok(&self, n: &str, args: &[&str]) -> String {
+        let full = self.ns(n);
+        let mut v = vec!["ip", "netns", "exec", &full];
+        v.extend_from_slice(args);
+        must(&v)
+    }
+
+    /// Run a shell snippet inside namespace `n`.
+    pub fn sh_in(&self, n: &str, script: &str) -> Output {
+        self.exec(n, &["sh", "-c", script])
+    }
+
+    /// A veth pair `a:ifa` — `b:ifb`, both up.
+    pub fn veth(&self, a: &str, ifa: &str, b: &str, ifb: &str) {
+        let (na, nb) = (self.ns(a), self.ns(b));
+        must(&[
+            "ip", "link", "add", ifa, "netns", &na, "type", "veth", "peer", "name", ifb, "netns",
+            &nb,
+        ]);
+        self.exec_ok(a, &["ip", "link", "set", ifa, "up"]);
+        self.exec_ok(b, &["ip", "link", "set", ifb, "up"]);
+    }
+
+    /// Start a background process inside namespace `n`; killed on drop.
+    pub fn spawn(&mut self, n: &str, args: &[&str], log: Option<&Path>) -> u32 {
+        let full = self.ns(n);
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &full]).args(args);
+        c.stdin(Stdio::null());
+        match log {
+            Some(p) => {
+                let f = std::fs::File::create(p).expect("log file");
+                c.stdout(f.try_clone().expect("log")).stderr(f);
+            }
+            None => {
+                c.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        let child = c.spawn().unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Start the tunvs daemon in namespace `n`; waits (bounded) for its socket.
+    pub fn start_tunvs(&mut self, n: &str, extra: &[&str]) -> Daemon {
+        let sock = self.tmp.join("tunvs.sock");
+        let log = self.tmp.join("tunvs.log");
+        let sock_s = sock.to_string_lossy().into_owned();
+        let mut args = vec![TUNVS, "run", "--control", &sock_s];
+        args.extend_from_slice(extra);
+        let pid = self.spawn(n, &args, Some(&log));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            let alive = self.children.last_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none());
+            if !alive || Instant::now() > deadline {
+                panic!(
+                    "tunvs did not start: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon { sock, log, pid }
+    }
+
+    /// Wait (bounded) until `check` returns true.
+    pub fn wait_until(&self, what: &str, secs: u64, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stop the processes started so far (SIGTERM, bounded wait, SIGKILL).
+    pub fn stop_all(&mut self) {
+        for c in &self.children {
+            // SAFETY: kill with a pid we spawned; at worst the process is gone.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for c in &mut self.children {
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_all();
+        for n in self.namespaces.iter().rev() {
+            if let Ok(o) = Command::new("ip").args(["netns", "pids", n]).output() {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
+/// A running daemon.
+pub struct Daemon {
+    /// Control socket.
+    pub sock: PathBuf,
+    /// Its log.
+    pub log: PathBuf,
+    /// Its pid (the `ip netns exec` wrapper execs into tunvs, so this is tunvs).
+    pub pid: u32,
+}
+
+/// Result of one `tunvs adm` call.
+pub struct AdmOut {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Daemon {
+    /// `tunvs adm ARGS` against this daemon (the socket is a file: no namespace needed).
+    pub fn adm(&self, args: &[&str]) -> AdmOut {
+        let o = Command::new(TUNVS)
+            .arg("adm")
+            .arg("--control")
+            .arg(&self.sock)
+            .args(args)
+            .output()
+            .expect("run tunvs adm");
+        AdmOut {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// `tunvs adm ARGS` that must succeed; its stdout.
+    pub fn adm_ok(&self, args: &[&str]) -> String {
+        let o = self.adm(args);
+        assert_eq!(o.code, 0, "adm {args:?} failed: {}{}", o.stdout, o.stderr);
+        o.stdout
+    }
+
+    /// The daemon's drop counters as text.
+    pub fn drops(&self) -> String {
+        let o = Command::new(TUNVS)
+            .arg("drops")
+            .arg("--control")
+            .arg(&self.sock)
+            .output()
+            .expect("run tunvs drops");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// 32 random bytes (the kernel selftest's payload).
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    let mut f = std::fs::File::open("/dev/urandom").expect("urandom");
+    std::io::Read::read_exact(&mut f, &mut v).expect("urandom");
+    v
+}

@@ -1,0 +1,179 @@
+//! End-to-end NAT through the daemon, in namespaces: the kernel selftest
+//! `ipvs.sh` NAT case (spec §5), the partial-checksum check, and the NAT lab.
+//! Needs root; CI runs it as root.
+
+mod common;
+
+use common::*;
+
+const VIP: &str = "207.175.44.110";
+
+/// The `ipvs.sh` topology (spec §5.2), NAT variant (§5.4): client ns0 with
+/// br0, director ns1, real server ns2 whose direct path is removed.
+fn ipvs_sh_nat_topology(lab: &mut Lab) {
+    for n in ["ns0", "ns1", "ns2"] {
+        lab.add_ns(n);
+    }
+    lab.veth("ns0", "veth01", "ns1", "veth10");
+    lab.veth("ns0", "veth02", "ns2", "veth20");
+    lab.veth("ns1", "veth12", "ns2", "veth21");
+    lab.exec_ok("ns0", &["ip", "link", "add", "br0", "type", "bridge"]);
+    lab.exec_ok("ns0", &["ip", "link", "set", "veth01", "master", "br0"]);
+    lab.exec_ok("ns0", &["ip", "link", "set", "veth02", "master", "br0"]);
+    lab.exec_ok("ns0", &["ip", "link", "set", "br0", "up"]);
+    lab.exec_ok("ns0", &["ip", "addr", "add", "10.0.0.2/24", "dev", "br0"]);
+    lab.exec_ok("ns1", &["ip", "addr", "add", "10.0.0.1/24", "dev", "veth10"]);
+    lab.exec_ok("ns1", &["ip", "addr", "add", "172.16.0.1/24", "dev", "veth12"]);
+    lab.exec_ok("ns2", &["ip", "addr", "add", "172.16.0.2/24", "dev", "veth21"]);
+    lab.exec_ok("ns2", &["ip", "addr", "add", "10.0.0.3/24", "dev", "veth20"]);
+    // NAT: the client reaches the VIP through the director …
+    lab.exec_ok("ns0", &["ip", "route", "add", VIP, "via", "10.0.0.1", "dev", "br0"]);
+    lab.exec_ok("ns1", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    // … and the real server has no direct path back: replies go through us.
+    lab.exec_ok("ns2", &["ip", "link", "del", "veth20"]);
+    lab.exec_ok("ns2", &["ip", "route", "add", "default", "via", "172.16.0.1", "dev", "veth21"]);
+}
+
+fn ipvsadm_nat_service(d: &Daemon, lab: &Lab) {
+    d.adm_ok(&["-A", "-t", &format!("{VIP}:8080"), "-s", "rr"]);
+    d.adm_ok(&["-a", "-m", "-t", &format!("{VIP}:8080"), "-r", "172.16.0.2:8080"]);
+    lab.exec_ok("ns1", &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+}
+
+/// Send `payload` from ns0 to VIP:8080 with socat, received by socat in ns2.
+fn transfer(lab: &mut Lab, payload: &[u8]) -> Vec<u8> {
+    let infile = lab.tmp.join("in");
+    let outfile = lab.tmp.join("out");
+    std::fs::write(&infile, payload).unwrap();
+    let _ = std::fs::remove_file(&outfile);
+    let out_s = outfile.to_string_lossy().into_owned();
+    lab.spawn(
+        "ns2",
+        &["sh", "-c", &format!("timeout 20 socat -u -4 TCP-LISTEN:8080,reuseaddr STDOUT > {out_s}")],
+        None,
+    );
+    // Wait until the listener is up (bounded) before sending.
+    lab.wait_until("the server to listen", 5, || {
+        let o = lab.exec("ns2", &["ss", "-ltn", "sport = :8080"]);
+        String::from_utf8_lossy(&o.stdout).contains("8080")
+    });
+    let o = lab.sh_in(
+        "ns0",
+        &format!(
+            "timeout 20 socat -u -4 STDIN TCP:{VIP}:8080 < {}",
+            infile.to_string_lossy()
+        ),
+    );
+    assert!(
+        o.status.success(),
+        "client socat failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut got = Vec::new();
+    lab.wait_until("the server to write everything", 20, || {
+        got = std::fs::read(&outfile).unwrap_or_default();
+        got.len() >= payload.len()
+    });
+    got
+}
+
+#[test]
+fn ipvs_sh_nat_case_32_random_bytes_arrive_intact() {
+    let mut lab = Lab::new("n");
+    ipvs_sh_nat_topology(&mut lab);
+    let d = lab.start_tunvs("ns1", &["--dev", "tunvs0"]);
+    ipvsadm_nat_service(&d, &lab);
+    let payload = random_bytes(32);
+    let got = transfer(&mut lab, &payload);
+    assert_eq!(got, payload, "payload differs; daemon log:\n{}", d.log());
+    // The listing shows the NAT destination and the connection it carried.
+    let l = d.adm_ok(&["-L", "-n"]);
+    assert!(
+        l.contains("TCP  207.175.44.110:8080 rr\n  -> 172.16.0.2:8080             Masq    1      "),
+        "{l}"
+    );
+    let stats = d.adm_ok(&["-L", "-n", "--stats"]);
+    let svc_line = stats
+        .lines()
+        .find(|l| l.starts_with("TCP  207.175.44.110:8080"))
+        .expect("service line");
+    let conns: u64 = svc_line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert_eq!(conns, 1, "{stats}");
+    let c = d.adm_ok(&["-L", "-n", "-c"]);
+    assert!(c.contains("10.0.0.2:"), "{c}");
+    assert!(c.contains("207.175.44.110:8080 172.16.0.2:8080"), "{c}");
+}
+
+/// With checksum offload off on the receiving veth, the receiver verifies
+/// every TCP checksum in software: a wrong partial-checksum seed would show
+/// up as InCsumErrors (crates-and-tun.md §6.6).
+#[test]
+fn partial_checksums_are_right_on_a_bulk_transfer() {
+    let mut lab = Lab::new("c");
+    ipvs_sh_nat_topology(&mut lab);
+    // Software checksums on the director's egress and the receiver's ingress.
+    lab.exec_ok("ns1", &["ethtool", "-K", "veth12", "tx", "off"]);
+    lab.exec_ok("ns2", &["ethtool", "-K", "veth21", "rx", "off", "tx", "off"]);
+    lab.exec_ok("ns1", &["ethtool", "-K", "veth10", "tx", "off"]);
+    lab.exec_ok("ns0", &["ethtool", "-K", "veth01", "rx", "off"]);
+    let d = lab.start_tunvs("ns1", &["--dev", "tunvs0"]);
+    ipvsadm_nat_service(&d, &lab);
+    let before = in_csum_errors(&lab, "ns2");
+    let payload = random_bytes(8 << 20);
+    let got = transfer(&mut lab, &payload);
+    assert!(got == payload, "bulk payload differs (len {} vs {})", got.len(), payload.len());
+    let after = in_csum_errors(&lab, "ns2");
+    assert_eq!(after, before, "receiver counted TCP checksum errors");
+    assert_eq!(in_csum_errors(&lab, "ns0"), 0, "client counted TCP checksum errors");
+    let drops = d.drops();
+    assert!(drops.contains("forwarded"), "{drops}");
+}
+
+/// `Tcp: … InCsumErrors` from /proc/net/snmp inside a namespace.
+fn in_csum_errors(lab: &Lab, n: &str) -> u64 {
+    let snmp = lab.exec_ok(n, &["cat", "/proc/net/snmp"]);
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let head: Vec<&str> = tcp.next().unwrap().split_whitespace().collect();
+    let vals: Vec<&str> = tcp.next().unwrap().split_whitespace().collect();
+    let i = head.iter().position(|h| *h == "InCsumErrors").unwrap();
+    vals[i].parse().unwrap()
+}
+
+/// The NAT lab as a newcomer runs it, with 30 requests per scheduler:
+/// rr alternates strictly, wrr 2:1 gives 20/10.
+#[test]
+fn nat_lab_balances_rr_and_wrr() {
+    require_root();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/netns-lab/nat/run.sh");
+    let o = std::process::Command::new("bash")
+        .arg(script)
+        .env("TUNVS", TUNVS)
+        .env("REQUESTS", "30")
+        .output()
+        .expect("run the lab");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "lab failed:\n{out}\n{err}");
+    let section = |name: &str| -> Vec<String> {
+        let start = format!("--- {name} responses");
+        let body = out.split(&start).nth(1).expect("section");
+        let body = body.split("--- end").next().unwrap();
+        body.lines()
+            .filter(|l| l.starts_with("this is") || l.contains("failed"))
+            .map(str::to_string)
+            .collect()
+    };
+    let rr = section("rr");
+    assert_eq!(rr.len(), 30, "{out}");
+    for w in rr.windows(2) {
+        assert_ne!(w[0], w[1], "rr must alternate: {rr:?}");
+    }
+    let wrr = section("wrr");
+    let n1 = wrr.iter().filter(|l| *l == "this is nginx1").count();
+    let n2 = wrr.iter().filter(|l| *l == "this is nginx2").count();
+    assert_eq!((n1, n2), (20, 10), "wrr 2:1 over 30 requests: {wrr:?}");
+    let wlc = section("wlc");
+    assert_eq!(wlc.len(), 30);
+    assert!(wlc.iter().all(|l| l.starts_with("this is nginx")), "{wlc:?}");
+    assert!(out.contains("lab: removed namespaces"), "{out}");
+}
