@@ -92,6 +92,7 @@ impl Stats {
     pub fn estimate_tick(&self) {
         let now = self.counters();
         let mut e = self.est.lock().unwrap_or_else(|p| p.into_inner());
+        #[allow(clippy::needless_range_loop)] // three parallel arrays
         for i in 0..5 {
             let delta = now[i].wrapping_sub(e.last[i]);
             e.last[i] = now[i];
