@@ -1,2 +1,3 @@
 //! `tunvs adm`: the `ipvsadm` command line (spec §4).
 pub mod api;
+pub mod names;
