@@ -1,3 +1,4 @@
 //! `tunvs adm`: the `ipvsadm` command line (spec §4).
 pub mod api;
+pub mod format;
 pub mod names;
