@@ -2,3 +2,4 @@
 pub mod api;
 pub mod format;
 pub mod names;
+pub mod parse;
