@@ -86,13 +86,17 @@ fn adm(mut args: Vec<String>) -> ExitCode {
             args.remove(0);
         }
     }
-    // Help and version need no daemon.
-    let local = tunvs::adm::run("ipvsadm", &args, "", &tunvs::adm::Offline);
-    if local.code != tunvs::adm::NEEDS_DAEMON {
-        return finish(local.code, &local.stdout, &local.stderr);
+    // Parse locally first: help, version and usage errors need no daemon.
+    let cmd = match tunvs::adm::parse("ipvsadm", &args, &tunvs::adm::Names::system()) {
+        Ok(c) => c,
+        Err(e) => return finish(e.code, "", &e.stderr()),
+    };
+    if matches!(cmd, tunvs::adm::Command::Help | tunvs::adm::Command::Version) {
+        let out = tunvs::adm::run("ipvsadm", &args, "", &tunvs::director::Director::new());
+        return finish(out.code, &out.stdout, &out.stderr);
     }
     let mut stdin = String::new();
-    if tunvs::adm::reads_stdin(&args) {
+    if matches!(cmd, tunvs::adm::Command::Restore) {
         let _ = std::io::stdin().read_to_string(&mut stdin);
     }
     let path = control::socket_path(explicit.as_deref());
