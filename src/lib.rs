@@ -6,6 +6,7 @@
 //! edges (`dataplane::device`, `control`, the binary).
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod packet;
 pub mod sched;
 pub mod service;
 pub mod stats;
