@@ -449,3 +449,385 @@ fn parse_l4(pkt: &[u8], info: &mut PacketInfo) -> Result<(), ParseError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    // 12.0.0.10:40000 -> 12.0.0.1:80 SYN, seq 0x11223344, options MSS/SACK/TS/NOP/WS.
+    static IPV4_TCP_SYN: [u8; 60] = [
+        0x45, 0x00, 0x00, 0x3c, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x06, 0x06, 0x6c, 0x0c, 0x00, 0x00,
+        0x0a, 0x0c, 0x00, 0x00, 0x01, 0x9c, 0x40, 0x00, 0x50, 0x11, 0x22, 0x33, 0x44, 0x00, 0x00,
+        0x00, 0x00, 0xa0, 0x02, 0xfa, 0xf0, 0x52, 0x0a, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x04,
+        0x02, 0x08, 0x0a, 0x00, 0x01, 0x02, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01, 0x03, 0x03, 0x07,
+    ];
+    // 12.0.0.10:40000 -> 12.0.0.1:53 UDP "hello".
+    static IPV4_UDP: [u8; 33] = [
+        0x45, 0x00, 0x00, 0x21, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x11, 0x06, 0x7c, 0x0c, 0x00, 0x00,
+        0x0a, 0x0c, 0x00, 0x00, 0x01, 0x9c, 0x40, 0x00, 0x35, 0x00, 0x0d, 0x07, 0x82, 0x68, 0x65,
+        0x6c, 0x6c, 0x6f,
+    ];
+    // 12.0.0.10 -> 12.0.0.1 ICMP echo request id 1 seq 2 "ping".
+    static IPV4_ICMP_ECHO: [u8; 32] = [
+        0x45, 0x00, 0x00, 0x20, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x01, 0x06, 0x8d, 0x0c, 0x00, 0x00,
+        0x0a, 0x0c, 0x00, 0x00, 0x01, 0x08, 0x00, 0x19, 0x2c, 0x00, 0x01, 0x00, 0x02, 0x70, 0x69,
+        0x6e, 0x67,
+    ];
+    // 2001:db8::10 -> 2001:db8::1 ICMPv6 echo request id 1 seq 2 "ping".
+    static IPV6_ICMPV6_ECHO: [u8; 52] = [
+        0x60, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x3a, 0x40, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x80, 0x00, 0x45, 0x62, 0x00,
+        0x01, 0x00, 0x02, 0x70, 0x69, 0x6e, 0x67,
+    ];
+    // [2001:db8::10]:40000 -> [2001:db8::1]:80, hop-by-hop + destination options (8 bytes
+    // each, PadN), TCP ACK|PSH seq 1000 ack 2000, payload "hi".
+    static IPV6_EXT_TCP: [u8; 78] = [
+        0x60, 0x00, 0x00, 0x00, 0x00, 0x26, 0x00, 0x40, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x3c, 0x00, 0x01, 0x04, 0x00,
+        0x00, 0x00, 0x00, 0x06, 0x00, 0x01, 0x04, 0x00, 0x00, 0x00, 0x00, 0x9c, 0x40, 0x00, 0x50,
+        0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x07, 0xd0, 0x50, 0x18, 0xfa, 0xf0, 0x48, 0xa5, 0x00,
+        0x00, 0x68, 0x69,
+    ];
+    // 12.0.0.10:40000 -> 12.0.0.1:53 UDP "hi", IHL 6 (options NOP NOP NOP EOL).
+    static IPV4_OPTS_UDP: [u8; 34] = [
+        0x46, 0x00, 0x00, 0x22, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x11, 0x03, 0x7a, 0x0c, 0x00, 0x00,
+        0x0a, 0x0c, 0x00, 0x00, 0x01, 0x01, 0x01, 0x01, 0x00, 0x9c, 0x40, 0x00, 0x35, 0x00, 0x0a,
+        0xe2, 0xf0, 0x68, 0x69,
+    ];
+
+    static ALL_FIXTURES: [&[u8]; 6] = [
+        &IPV4_TCP_SYN,
+        &IPV4_UDP,
+        &IPV4_ICMP_ECHO,
+        &IPV6_ICMPV6_ECHO,
+        &IPV6_EXT_TCP,
+        &IPV4_OPTS_UDP,
+    ];
+
+    fn v4(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// A copy of `pkt` with some bytes changed (the parser ignores checksums).
+    fn patch_v4(pkt: &[u8], f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut p = pkt.to_vec();
+        f(&mut p);
+        p
+    }
+
+    #[test]
+    fn test_deconstruct_tcp_syn() {
+        let i = parse_ip(&IPV4_TCP_SYN).unwrap();
+        assert!(!i.v6);
+        assert_eq!(i.src, v4("12.0.0.10"));
+        assert_eq!(i.dst, v4("12.0.0.1"));
+        assert_eq!(i.proto, PROTO_TCP);
+        assert_eq!(i.ttl, 64);
+        assert_eq!(i.l4_off, 20);
+        assert_eq!(i.l4_hdr_len, 40);
+        assert_eq!(i.total_len, 60);
+        assert!(!i.is_fragment && !i.first_fragment);
+        assert_eq!((i.sport, i.dport), (40000, 80));
+        assert_eq!(i.tcp_flags, TCP_SYN);
+        assert_eq!(i.csum_off, 36);
+        assert_eq!((i.icmp_type, i.icmp_code), (0, 0));
+        assert!(i.has_l4() && i.is_tcp() && !i.is_udp() && !i.is_icmp());
+        assert_eq!((i.l4_len(), i.payload_off(), i.payload_len()), (40, 60, 0));
+    }
+
+    #[test]
+    fn test_deconstruct_udp() {
+        let i = parse_ip(&IPV4_UDP).unwrap();
+        assert_eq!(i.proto, PROTO_UDP);
+        assert_eq!((i.sport, i.dport), (40000, 53));
+        assert_eq!(
+            (i.l4_off, i.l4_hdr_len, i.csum_off, i.total_len),
+            (20, 8, 26, 33)
+        );
+        assert_eq!(i.payload_len(), 5);
+        assert_eq!(i.tcp_flags, 0);
+
+        let i = parse_ip(&IPV4_OPTS_UDP).unwrap();
+        assert_eq!(
+            (i.l4_off, i.csum_off, i.sport, i.dport),
+            (24, 30, 40000, 53)
+        );
+    }
+
+    #[test]
+    fn test_deconstruct_icmp() {
+        let i = parse_ip(&IPV4_ICMP_ECHO).unwrap();
+        assert_eq!(i.proto, PROTO_ICMP);
+        assert_eq!((i.icmp_type, i.icmp_code, i.csum_off), (8, 0, 22));
+        assert_eq!((i.sport, i.dport), (0, 0));
+        assert!(i.is_icmp());
+
+        let i = parse_ip(&IPV6_ICMPV6_ECHO).unwrap();
+        assert!(i.v6);
+        assert_eq!(i.proto, PROTO_ICMPV6);
+        assert_eq!(
+            (i.icmp_type, i.icmp_code, i.l4_off, i.csum_off),
+            (128, 0, 40, 42)
+        );
+        assert_eq!(i.src, "2001:db8::10".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn test_deconstruct_ipv6_ext() {
+        let i = parse_ip(&IPV6_EXT_TCP).unwrap();
+        assert!(i.v6);
+        assert_eq!(i.src, "2001:db8::10".parse::<IpAddr>().unwrap());
+        assert_eq!(i.dst, "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!((i.proto, i.ttl), (PROTO_TCP, 64));
+        assert_eq!(
+            (i.l4_off, i.l4_hdr_len, i.total_len, i.csum_off),
+            (56, 20, 78, 72)
+        );
+        assert_eq!(
+            (i.sport, i.dport, i.tcp_flags),
+            (40000, 80, TCP_ACK | TCP_PSH)
+        );
+        assert_eq!(i.payload_len(), 2);
+    }
+
+    #[test]
+    fn test_impossible_len() {
+        // Every truncation of every valid packet is an error, never a panic.
+        for f in ALL_FIXTURES {
+            for n in 0..f.len() {
+                let r = parse_ip(&f[..n]);
+                assert!(r.is_err(), "len {n} of {f:02x?}");
+                assert_eq!(r, Err(ParseError::Truncated));
+                assert_eq!(parse_ip_frag(&f[..n]), Err(ParseError::Truncated));
+            }
+        }
+    }
+
+    #[test]
+    fn test_trailing_bytes_ignored() {
+        for f in ALL_FIXTURES {
+            let mut long = f.to_vec();
+            long.extend_from_slice(&[0xa5; 17]);
+            assert_eq!(parse_ip(&long), parse_ip(f));
+            assert_eq!(parse_ip(&long).unwrap().total_len, f.len());
+        }
+    }
+
+    #[test]
+    fn test_bad_version() {
+        assert_eq!(parse_ip(&[]), Err(ParseError::Truncated));
+        for v in [0u8, 1, 5, 7, 15] {
+            let p = patch_v4(&IPV4_UDP, |p| p[0] = (v << 4) | 5);
+            assert_eq!(parse_ip(&p), Err(ParseError::BadVersion), "version {v}");
+        }
+        // an IPv4 header claiming version 6 is a short IPv6 packet
+        let p = patch_v4(&IPV4_UDP, |p| p[0] = 0x65);
+        assert_eq!(parse_ip(&p), Err(ParseError::Truncated));
+    }
+
+    #[test]
+    fn test_bad_ihl() {
+        for ihl in 0..5u8 {
+            let p = patch_v4(&IPV4_UDP, |p| p[0] = 0x40 | ihl);
+            assert_eq!(parse_ip(&p), Err(ParseError::BadIpHeader), "ihl {ihl}");
+        }
+        // IHL past the total length
+        let p = patch_v4(&IPV4_UDP, |p| p[0] = 0x4f);
+        assert_eq!(parse_ip(&p), Err(ParseError::BadIpHeader));
+        // IHL 7 eats the UDP header: what is left is too short for UDP
+        let p = patch_v4(&IPV4_UDP, |p| p[0] = 0x47);
+        assert_eq!(parse_ip(&p), Err(ParseError::BadL4Header));
+    }
+
+    #[test]
+    fn test_total_len_lies() {
+        let set = |len: u16| {
+            patch_v4(&IPV4_TCP_SYN, |p| {
+                p[2..4].copy_from_slice(&len.to_be_bytes())
+            })
+        };
+        assert_eq!(parse_ip(&set(0)), Err(ParseError::BadIpHeader));
+        assert_eq!(parse_ip(&set(19)), Err(ParseError::BadIpHeader));
+        assert_eq!(parse_ip(&set(20)), Err(ParseError::BadL4Header));
+        assert_eq!(parse_ip(&set(39)), Err(ParseError::BadL4Header));
+        // 40: a 20-byte TCP header fits but the data offset says 40
+        assert_eq!(parse_ip(&set(40)), Err(ParseError::BadL4Header));
+        assert_eq!(parse_ip(&set(61)), Err(ParseError::Truncated));
+        assert_eq!(parse_ip(&set(u16::MAX)), Err(ParseError::Truncated));
+        // IPv6 payload length past the buffer
+        let mut p = IPV6_EXT_TCP.to_vec();
+        p[4..6].copy_from_slice(&0x27u16.to_be_bytes());
+        assert_eq!(parse_ip(&p), Err(ParseError::Truncated));
+        // IPv6 payload length cutting into the extension headers
+        p[4..6].copy_from_slice(&12u16.to_be_bytes());
+        assert_eq!(parse_ip(&p), Err(ParseError::BadIpHeader));
+        // ... or into the TCP header
+        p[4..6].copy_from_slice(&30u16.to_be_bytes());
+        assert_eq!(parse_ip(&p), Err(ParseError::BadL4Header));
+    }
+
+    #[test]
+    fn test_tcp_data_offset() {
+        for doff in 0..5u8 {
+            let p = patch_v4(&IPV4_TCP_SYN, |p| p[32] = doff << 4);
+            assert_eq!(parse_ip(&p), Err(ParseError::BadL4Header), "doff {doff}");
+        }
+        let p = patch_v4(&IPV4_TCP_SYN, |p| p[32] = 11 << 4);
+        assert_eq!(parse_ip(&p), Err(ParseError::BadL4Header));
+        let p = patch_v4(&IPV4_TCP_SYN, |p| p[32] = 5 << 4);
+        let i = parse_ip(&p).unwrap();
+        assert_eq!((i.l4_hdr_len, i.payload_len()), (20, 20));
+    }
+
+    #[test]
+    fn test_udp_length() {
+        for bad in [0u16, 7, 14] {
+            let p = patch_v4(&IPV4_UDP, |p| p[24..26].copy_from_slice(&bad.to_be_bytes()));
+            assert_eq!(parse_ip(&p), Err(ParseError::BadL4Header), "udp len {bad}");
+        }
+        // shorter than the IP payload is fine (padding)
+        let p = patch_v4(&IPV4_UDP, |p| {
+            p[24..26].copy_from_slice(&8u16.to_be_bytes())
+        });
+        assert!(parse_ip(&p).is_ok());
+    }
+
+    #[test]
+    fn test_icmp_too_short() {
+        let mut p = IPV4_ICMP_ECHO[..27].to_vec();
+        p[2..4].copy_from_slice(&27u16.to_be_bytes());
+        assert_eq!(parse_ip(&p), Err(ParseError::BadL4Header));
+    }
+
+    #[test]
+    fn test_unsupported_proto() {
+        for proto in [0u8, 4, 41, 47, 50, PROTO_ICMPV6, PROTO_SCTP, 255] {
+            let p = patch_v4(&IPV4_UDP, |p| p[9] = proto);
+            assert_eq!(
+                parse_ip(&p),
+                Err(ParseError::UnsupportedProto),
+                "proto {proto}"
+            );
+        }
+        for next in [PROTO_ICMP, 59, 50, PROTO_SCTP] {
+            let mut p = IPV6_EXT_TCP.to_vec();
+            p[48] = next; // next header of the destination options header
+            assert_eq!(
+                parse_ip(&p),
+                Err(ParseError::UnsupportedProto),
+                "next {next}"
+            );
+        }
+    }
+
+    #[test]
+    fn test_bad_ipv6_extension_chain() {
+        // hop-by-hop after destination options
+        let mut p = IPV6_EXT_TCP.to_vec();
+        p[40] = 0;
+        assert_eq!(parse_ip(&p), Err(ParseError::BadIpHeader));
+        // extension header longer than the packet
+        let mut p = IPV6_EXT_TCP.to_vec();
+        p[49] = 200;
+        assert_eq!(parse_ip(&p), Err(ParseError::BadIpHeader));
+    }
+
+    #[test]
+    fn test_ipv4_fragments() {
+        // MF set, offset 0: first fragment
+        let first = patch_v4(&IPV4_TCP_SYN, |p| p[6] = 0x20);
+        assert_eq!(parse_ip(&first), Err(ParseError::Fragment));
+        let i = parse_ip_frag(&first).unwrap();
+        assert!(i.is_fragment && i.first_fragment && i.has_l4());
+        assert_eq!((i.sport, i.dport), (40000, 80));
+        // offset 8, no MF: last fragment, no L4
+        let last = patch_v4(&IPV4_TCP_SYN, |p| p[6..8].copy_from_slice(&[0x00, 0x01]));
+        assert_eq!(parse_ip(&last), Err(ParseError::Fragment));
+        let i = parse_ip_frag(&last).unwrap();
+        assert!(i.is_fragment && !i.first_fragment && !i.has_l4());
+        assert_eq!((i.sport, i.dport, i.csum_off, i.l4_hdr_len), (0, 0, 0, 0));
+        // a first fragment whose UDP length covers the whole datagram
+        let udp = patch_v4(&IPV4_UDP, |p| {
+            p[6] = 0x20;
+            p[24..26].copy_from_slice(&1000u16.to_be_bytes());
+        });
+        assert!(parse_ip_frag(&udp).is_ok());
+        // a first fragment too short for the TCP header
+        let mut tiny = first[..30].to_vec();
+        tiny[2..4].copy_from_slice(&30u16.to_be_bytes());
+        assert_eq!(parse_ip_frag(&tiny), Err(ParseError::BadL4Header));
+        // later fragments of unsupported protocols are still refused
+        let gre = patch_v4(&last, |p| p[9] = 47);
+        assert_eq!(parse_ip_frag(&gre), Err(ParseError::UnsupportedProto));
+    }
+
+    #[test]
+    fn test_ipv6_fragments() {
+        // Rewrite the destination-options header (8 bytes) into a fragment header.
+        let frag = |off_units: u16, more: bool| {
+            let mut p = IPV6_EXT_TCP.to_vec();
+            p[40] = 44; // hop-by-hop next: fragment
+            let w = (off_units << 3) | more as u16;
+            p[48..56].copy_from_slice(&[6, 0, (w >> 8) as u8, w as u8, 0, 0, 0, 9]);
+            p
+        };
+        let first = frag(0, true);
+        assert_eq!(parse_ip(&first), Err(ParseError::Fragment));
+        let i = parse_ip_frag(&first).unwrap();
+        assert!(i.is_fragment && i.first_fragment && i.has_l4());
+        assert_eq!((i.l4_off, i.sport), (56, 40000));
+        let later = frag(100, false);
+        let i = parse_ip_frag(&later).unwrap();
+        assert!(i.is_fragment && !i.first_fragment && !i.has_l4());
+        // an atomic fragment (offset 0, no MF) is a whole packet
+        let atomic = frag(0, false);
+        let i = parse_ip(&atomic).unwrap();
+        assert!(!i.is_fragment);
+    }
+
+    #[test]
+    fn test_error_names() {
+        let names: Vec<_> = ParseError::ALL.iter().map(|e| e.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "truncated",
+                "bad_version",
+                "bad_ip_header",
+                "bad_l4_header",
+                "fragment",
+                "unsupported_proto",
+                "bad_vnet_hdr"
+            ]
+        );
+        for (i, e) in ParseError::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i);
+            assert_eq!(e.to_string(), e.name());
+        }
+    }
+
+    #[test]
+    fn test_random_garbage_never_panics() {
+        let mut rng = crate::util::Rng::seeded(99);
+        for round in 0..200_000 {
+            let base = ALL_FIXTURES[round % ALL_FIXTURES.len()];
+            let mut p = base.to_vec();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(p.len() as u32) as usize;
+                p[at] = rng.next_u32() as u8;
+            }
+            let cut = rng.below(p.len() as u32 + 1) as usize;
+            let p = &p[..cut];
+            for i in [parse_ip(p), parse_ip_frag(p)].into_iter().flatten() {
+                assert!(i.total_len <= p.len());
+                assert!(i.l4_off <= i.total_len);
+                assert!(i.payload_off() <= i.total_len);
+                if i.has_l4() {
+                    assert!(i.csum_off + 2 <= i.total_len);
+                }
+            }
+        }
+    }
+}
