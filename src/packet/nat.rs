@@ -41,6 +41,19 @@ pub enum RewriteError {
 }
 
 impl RewriteError {
+    /// Every variant, in [`RewriteError::index`] order (for per-reason counter arrays).
+    pub const ALL: [RewriteError; 4] = [
+        RewriteError::AddrFamily,
+        RewriteError::Truncated,
+        RewriteError::BadChecksum,
+        RewriteError::BadEmbedded,
+    ];
+
+    /// Position in [`RewriteError::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// Counter name: `addr_family`, `truncated`, `bad_checksum`, `bad_embedded`.
     pub const fn name(self) -> &'static str {
         match self {
@@ -320,8 +333,8 @@ mod test {
                     rewrite_src(&mut buf, &info, new.ip(), new.port(), partial)
                 };
                 r.unwrap();
-                // A fast update may legitimately give 0xffff for UDP where etherparse
-                // keeps the alternative zero; compare the verdicts then the bytes.
+                // Both checksums verify, then the bytes are identical to the rebuild
+                // (RFC 1624 eqn. 3 is exact, and UDP maps 0 to 0xffff on both sides).
                 assert!(ipv4_header_checksum_ok(&buf));
                 if !partial {
                     assert!(l4_checksum_ok(&buf), "round {round}");
@@ -621,6 +634,15 @@ mod test {
         bogus.l4_off = usize::MAX - 1;
         assert!(rewrite_dst(&mut buf, &bogus, "1.2.3.4".parse().unwrap(), 1, false).is_err());
         assert_eq!(buf, SYN_IN);
+    }
+
+    #[test]
+    fn error_names() {
+        for (i, e) in RewriteError::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i);
+            assert_eq!(e.to_string(), e.name());
+        }
+        assert_eq!(RewriteError::BadEmbedded.name(), "bad_embedded");
     }
 
     #[test]
