@@ -351,8 +351,6 @@ fn worker(q: Queue, vnet: bool, mut pipe: Pipeline, stop: &AtomicBool) {
             .register(&mut SourceFd(&fd), Token(0), Interest::READABLE)?;
         let mut events = Events::with_capacity(4);
         let mut buf = vec![0u8; BUF_LEN];
-        let mut out = vec![0u8; VNET_LEN + crate::dataplane::pipeline::REPLY_MAX];
-        let hdr = if vnet { VNET_LEN } else { 0 };
         let mut pending = true;
         while !stop.load(Relaxed) {
             if !pending {
@@ -370,12 +368,7 @@ fn worker(q: Queue, vnet: bool, mut pipe: Pipeline, stop: &AtomicBool) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 };
-                if n < hdr {
-                    continue;
-                }
-                let partial = vnet && buf[0] & 1 != 0;
-                let now = crate::util::now_ms();
-                match pipe.handle(now, &mut buf[hdr..n], partial) {
+                match pipe.handle(crate::util::now_ms(), &mut buf[..n], vnet) {
                     Verdict::Forward => {
                         if q.write(&buf[..n]).is_err() {
                             pipe.counters()
@@ -383,9 +376,7 @@ fn worker(q: Queue, vnet: bool, mut pipe: Pipeline, stop: &AtomicBool) {
                         }
                     }
                     Verdict::Reply(m) => {
-                        out[..hdr].fill(0);
-                        out[hdr..hdr + m].copy_from_slice(&pipe.reply()[..m]);
-                        let _ = q.write(&out[..hdr + m]);
+                        let _ = q.write(&pipe.reply()[..m]);
                     }
                     Verdict::Drop(_) => {}
                 }

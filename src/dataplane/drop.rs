@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::packet::nat::RewriteError;
 use crate::packet::parse::ParseError;
 
 /// The reason a packet was dropped.
@@ -26,6 +27,8 @@ pub enum DropReason {
     IcmpNotError,
     /// The device refused the write.
     WriteFailed,
+    /// A rewrite refused the packet (ICMP checksum wrong, quoted header odd).
+    Rewrite(RewriteError),
     /// Port 0 of a non-persistent service (kernel: "port zero only supported
     /// in persistent services").
     PortZeroNotPersistent,
@@ -39,6 +42,7 @@ impl DropReason {
     pub fn index(self) -> usize {
         match self {
             DropReason::Malformed(e) => 10 + e.index(),
+            DropReason::Rewrite(e) => 18 + e.index(),
             DropReason::NoMatch => 0,
             DropReason::NotSyn => 1,
             DropReason::NoDestination => 2,
@@ -63,6 +67,7 @@ impl DropReason {
             6 => "icmp_not_error",
             7 => "write_failed",
             8 => "port_zero_not_persistent",
+            i if i >= 18 => return RewriteError::ALL.get(i - 18).map(|e| e.name()),
             i if i >= 10 => return ParseError::ALL.get(i - 10).map(|e| e.name()),
             _ => return None,
         })

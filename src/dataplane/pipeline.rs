@@ -19,7 +19,8 @@ use crate::dataplane::drop::{Counters, DropReason};
 use crate::director::{Director, Service};
 use crate::packet::icmp;
 use crate::packet::nat;
-use crate::packet::parse::{parse_ip, PacketInfo};
+use crate::packet::parse::{parse_ip, PacketInfo, ParseError};
+use crate::packet::vnet::{VnetHdr, NEEDS_CSUM, VNET_HDR_LEN};
 use crate::sched::FlowInfo;
 use crate::service::{FwdMethod, SvcId};
 
@@ -64,8 +65,8 @@ impl Methods {
     }
 }
 
-/// Maximum size of a generated ICMP reply.
-pub const REPLY_MAX: usize = 1280;
+/// Maximum size of a generated reply frame (virtio header + ICMP error).
+pub const REPLY_MAX: usize = VNET_HDR_LEN + 1280;
 
 /// One worker's pipeline over the shared director.
 #[derive(Debug)]
@@ -101,36 +102,64 @@ impl Pipeline {
         self.counters.clone()
     }
 
-    /// The last generated reply buffer (valid after `Verdict::Reply(n)`: `[..n]`).
+    /// The last generated reply frame (valid after `Verdict::Reply(n)`: `[..n]`),
+    /// with a zeroed virtio header in front when the frame had one.
     pub fn reply(&self) -> &[u8] {
         &self.reply
     }
 
-    /// Handle one IP packet in place. `l4_partial` is the virtio header's
-    /// NEEDS_CSUM: the L4 checksum field then holds a pseudo-header seed.
-    pub fn handle(&mut self, now_ms: u64, pkt: &mut [u8], l4_partial: bool) -> Verdict {
-        let v = self.classify(now_ms, pkt, l4_partial);
+    /// Handle one frame in place: an IP packet, preceded by a 10-byte virtio
+    /// header when `vnet` (offloads on). With NEEDS_CSUM set, the L4 checksum
+    /// field holds a pseudo-header seed and is updated as one; GSO
+    /// super-packets pass with only their headers rewritten.
+    pub fn handle(&mut self, now_ms: u64, frame: &mut [u8], vnet: bool) -> Verdict {
+        let v = self.classify(now_ms, frame, vnet);
         match v {
-            Verdict::Forward => self.counters.forwarded.fetch_add(1, RELAXED),
-            Verdict::Reply(_) => self.counters.replies.fetch_add(1, RELAXED),
-            Verdict::Drop(r) => {
-                self.counters.drop(r);
-                0
+            Verdict::Forward => {
+                self.counters.forwarded.fetch_add(1, RELAXED);
             }
-        };
-        if let Verdict::Reply(_) = v {
-            self.counters.drop(DropReason::NoDestination);
+            Verdict::Reply(_) => {
+                self.counters.replies.fetch_add(1, RELAXED);
+                self.counters.drop(DropReason::NoDestination);
+            }
+            Verdict::Drop(r) => self.counters.drop(r),
         }
         v
     }
 
-    fn classify(&mut self, now: u64, pkt: &mut [u8], partial: bool) -> Verdict {
+    fn classify(&mut self, now: u64, frame: &mut [u8], vnet: bool) -> Verdict {
+        let (hdr_bytes, pkt) = if vnet {
+            if frame.len() < VNET_HDR_LEN {
+                return Verdict::Drop(DropReason::Malformed(ParseError::BadVnetHdr));
+            }
+            frame.split_at_mut(VNET_HDR_LEN)
+        } else {
+            frame.split_at_mut(0)
+        };
         let info = match parse_ip(pkt) {
             Ok(i) => i,
             Err(e) => return Verdict::Drop(DropReason::Malformed(e)),
         };
+        let mut hdr = None;
+        if vnet {
+            let mut b = [0u8; VNET_HDR_LEN];
+            b.copy_from_slice(hdr_bytes);
+            hdr = Some(VnetHdr::from_bytes(b));
+        }
+        let partial = match &hdr {
+            Some(h) => match h.l4_partial(&info) {
+                Ok(p) => p,
+                Err(e) => return Verdict::Drop(DropReason::Malformed(e)),
+            },
+            None => false,
+        };
         if info.is_icmp() {
-            return self.icmp(now, pkt, &info);
+            let v = self.icmp(now, pkt, &info);
+            if v == Verdict::Forward && partial {
+                // The ICMP checksum was recomputed in full: nothing is partial now.
+                hdr_bytes[0] &= !NEEDS_CSUM;
+            }
+            return v;
         }
         let key = crate::conntrack::FlowKey {
             proto: info.proto,
@@ -144,9 +173,9 @@ impl Pipeline {
             Some((c, side)) => {
                 // A SYN on a tuple whose old connection is closing starts a new
                 // one (conn_reuse_mode=1, spec §3.10).
-                if side == Side::Client && self.is_new_conn(&info) && c.is_reusable() {
+                if side == Side::Client && is_new_conn(&info) && c.is_reusable() {
                     conns.expire_conn(&c);
-                    match self.new_conn(now, &info) {
+                    match self.new_conn(now, pkt, &info, vnet) {
                         Ok(c) => (c, Side::Client),
                         Err(v) => return v,
                     }
@@ -154,7 +183,7 @@ impl Pipeline {
                     (c, side)
                 }
             }
-            None => match self.new_conn(now, &info) {
+            None => match self.new_conn(now, pkt, &info, vnet) {
                 Ok(c) => (c, Side::Client),
                 Err(v) => return v,
             },
@@ -168,15 +197,13 @@ impl Pipeline {
         }
         conn.on_packet(now, side, info.tcp_flags, &conns.timeouts);
         let len = info.total_len;
-        match side {
+        let res = match side {
             Side::Client => {
                 conn.dest.stats.count_in(len);
                 conn.svc.stats.count_in(len);
                 self.dir.stats.count_in(len);
                 match conn.fwd.fwd {
-                    FwdMethod::Masq => {
-                        nat::rewrite_dst(pkt, &info, conn.daddr, conn.dport, partial);
-                    }
+                    FwdMethod::Masq => nat::rewrite_dst(pkt, &info, conn.daddr, conn.dport, partial),
                     _ => return Verdict::Drop(DropReason::MethodUnavailable),
                 }
             }
@@ -184,21 +211,26 @@ impl Pipeline {
                 conn.dest.stats.count_out(len);
                 conn.svc.stats.count_out(len);
                 self.dir.stats.count_out(len);
-                nat::rewrite_src(pkt, &info, conn.vaddr, conn.vport, partial);
+                nat::rewrite_src(pkt, &info, conn.vaddr, conn.vport, partial)
             }
-        }
+        };
         if conn.is_one_packet() {
             ConnTable::release_unhashed(&conn);
         }
-        Verdict::Forward
-    }
-
-    fn is_new_conn(&self, info: &PacketInfo) -> bool {
-        info.proto == 6 && info.tcp_flags & tcpf::SYN != 0 && info.tcp_flags & tcpf::RST == 0
+        match res {
+            Ok(()) => Verdict::Forward,
+            Err(e) => Verdict::Drop(DropReason::Rewrite(e)),
+        }
     }
 
     /// A packet matching no connection: find its service and schedule it.
-    fn new_conn(&mut self, now: u64, info: &PacketInfo) -> Result<Arc<Conn>, Verdict> {
+    fn new_conn(
+        &mut self,
+        now: u64,
+        pkt: &[u8],
+        info: &PacketInfo,
+        vnet: bool,
+    ) -> Result<Arc<Conn>, Verdict> {
         let svc = match self.fwmark {
             Some(m) => self.dir.find_fwmark(m, info.src.is_ipv6()),
             None => self.dir.find_service(info.proto, info.dst, info.dport),
@@ -206,7 +238,7 @@ impl Pipeline {
         let Some(svc) = svc else {
             return Err(Verdict::Drop(DropReason::NoMatch));
         };
-        if info.proto == 6 && !self.is_new_conn(info) {
+        if info.proto == 6 && !is_new_conn(info) {
             return Err(Verdict::Drop(DropReason::NotSyn));
         }
         let flow = FlowInfo {
@@ -222,7 +254,7 @@ impl Pipeline {
         let (dest, control) = if svc.is_persistent() {
             match self.persistent_dest(now, &svc, info, &flow) {
                 Some(x) => x,
-                None => return Err(self.no_destination(info)),
+                None => return Err(self.no_destination(pkt, info, vnet)),
             }
         } else {
             if !is_fwmark && info.dport != svc_port {
@@ -230,7 +262,7 @@ impl Pipeline {
             }
             match svc.schedule(&flow, now) {
                 Some(d) => (d, None),
-                None => return Err(self.no_destination(info)),
+                None => return Err(self.no_destination(pkt, info, vnet)),
             }
         };
         let mut dport = info.dport;
@@ -326,9 +358,13 @@ impl Pipeline {
 
     /// No destination available: answer the client with ICMP port
     /// unreachable, as the kernel does (spec §1.4).
-    fn no_destination(&mut self, info: &PacketInfo) -> Verdict {
-        let _ = info;
-        Verdict::Drop(DropReason::NoDestination)
+    fn no_destination(&mut self, pkt: &[u8], info: &PacketInfo, vnet: bool) -> Verdict {
+        let off = if vnet { VNET_HDR_LEN } else { 0 };
+        self.reply[..off].fill(0);
+        match icmp::build_port_unreachable(&mut self.reply[off..], pkt, info) {
+            Some(n) => Verdict::Reply(off + n),
+            None => Verdict::Drop(DropReason::NoDestination),
+        }
     }
 
     /// ICMP: errors about a tracked NAT flow are translated; everything else
@@ -351,20 +387,26 @@ impl Pipeline {
         if conn.fwd.fwd != FwdMethod::Masq {
             return Verdict::Drop(DropReason::MethodUnavailable);
         }
-        conn.touch(now);
         let len = info.total_len;
+        let res = match side {
+            Side::Client => icmp::icmp_nat_in(pkt, info, &emb, conn.daddr, conn.dport),
+            Side::Server => icmp::icmp_nat_out(pkt, info, &emb, conn.vaddr, conn.vport),
+        };
+        if let Err(e) = res {
+            return Verdict::Drop(DropReason::Rewrite(e));
+        }
+        conn.touch(now);
         match side {
-            Side::Client => {
-                conn.dest.stats.count_in(len);
-                icmp::icmp_nat_in(pkt, info, &emb, conn.daddr, conn.dport);
-            }
-            Side::Server => {
-                conn.dest.stats.count_out(len);
-                icmp::icmp_nat_out(pkt, info, &emb, conn.vaddr, conn.vport);
-            }
+            Side::Client => conn.dest.stats.count_in(len),
+            Side::Server => conn.dest.stats.count_out(len),
         }
         Verdict::Forward
     }
+}
+
+/// A TCP SYN without RST: the only TCP packet that may start a connection.
+fn is_new_conn(info: &PacketInfo) -> bool {
+    info.proto == 6 && info.tcp_flags & tcpf::SYN != 0 && info.tcp_flags & tcpf::RST == 0
 }
 
 const RELAXED: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
