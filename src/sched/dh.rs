@@ -1,7 +1,8 @@
 //! dh: Destination Hashing (spec §2.8, kernel `ip_vs_dh.c`).
 //!
 //! A 256-bucket table (`IP_VS_DH_TAB_BITS` = 8) keyed by `hash_32(daddr, 8)` of
-//! the packet's *destination* address (no port; IPv6 folded). The table is
+//! the packet's *destination* address (no port; IPv6 folded; like the kernel,
+//! the address is not swapped for ICMP-embedded headers). The table is
 //! rebuilt on every destination change with one bucket per destination,
 //! walking the list cyclically; weights only matter as "> 0". The bucket's
 //! destination is returned unless it is not AVAILABLE, has weight ≤ 0 or is

@@ -1,8 +1,8 @@
 //! lblc: Locality-Based Least-Connection (spec §2.9, kernel `ip_vs_lblc.c`).
 //!
 //! Meant for transparent cache clusters: requests for one destination IP keep
-//! going to one real server. A cache maps the packet's destination address to
-//! a destination. A cached destination is reused while it is AVAILABLE, has
+//! going to one real server. A cache maps the packet's destination address
+//! (never swapped for ICMP-embedded headers, as in the kernel) to a destination. A cached destination is reused while it is AVAILABLE, has
 //! weight > 0 and is not "lblc-overloaded" (more active connections than its
 //! weight while some destination is below half its weight). The OVERLOAD flag
 //! is deliberately *not* checked on this path. Otherwise a fresh wlc pick
