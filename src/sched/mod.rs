@@ -12,6 +12,23 @@ use std::sync::Arc;
 use crate::service::Dest;
 use crate::util::Rng;
 
+pub mod dh;
+pub mod fo;
+pub mod hash;
+pub mod lblc;
+pub mod lblcr;
+pub mod lc;
+pub mod locality;
+pub mod mh;
+pub mod nq;
+pub mod ovf;
+pub mod rr;
+pub mod sed;
+pub mod sh;
+pub mod twos;
+pub mod wlc;
+pub mod wrr;
+
 /// What a scheduler may look at in the packet that starts a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowInfo {
@@ -63,18 +80,119 @@ pub trait Scheduler: Send + fmt::Debug {
     fn dests_changed(&mut self, _dests: &[Arc<Dest>], _change: DestChange, _svc_flags: u32) {}
 
     /// Pick a destination: an index into `dests`, or `None` for "no destination available".
-    fn schedule(&mut self, dests: &[Arc<Dest>], flow: &FlowInfo, ctx: &mut SchedCtx)
-        -> Option<usize>;
+    fn schedule(
+        &mut self,
+        dests: &[Arc<Dest>],
+        flow: &FlowInfo,
+        ctx: &mut SchedCtx,
+    ) -> Option<usize>;
 
     /// Periodic housekeeping (lblc/lblcr cache expiry); called about every second.
     fn handle_timeout(&mut self, _now_ms: u64) {}
 }
 
 /// The registry (`ip_vs_sched_getbyname`): a fresh scheduler by name.
+///
+/// `"none"` is not a scheduler here either: the kernel special-cases that name
+/// in the control path rather than registering it.
 pub fn by_name(name: &str) -> Option<Box<dyn Scheduler>> {
-    let _ = name;
-    None
+    Some(match name {
+        "rr" => Box::new(rr::Rr::new()),
+        "wrr" => Box::new(wrr::Wrr::new()),
+        "lc" => Box::new(lc::Lc),
+        "wlc" => Box::new(wlc::Wlc),
+        "lblc" => Box::new(lblc::Lblc::new()),
+        "lblcr" => Box::new(lblcr::Lblcr::new()),
+        "dh" => Box::new(dh::Dh::new()),
+        "sh" => Box::new(sh::Sh::new()),
+        "sed" => Box::new(sed::Sed),
+        "nq" => Box::new(nq::Nq),
+        "fo" => Box::new(fo::Fo),
+        "ovf" => Box::new(ovf::Ovf),
+        "mh" => Box::new(mh::Mh::new()),
+        "twos" => Box::new(twos::Twos),
+        _ => return None,
+    })
 }
 
-/// Names of every scheduler this build knows.
-pub const NAMES: &[&str] = &[];
+/// Names of every scheduler this build knows (ipvsadm(8) order).
+pub const NAMES: &[&str] = &[
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
+];
+
+/// Test helpers shared by the per-scheduler unit tests.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    /// A TCP flow from `saddr:sport` to 192.0.2.1:80.
+    pub fn flow_from(saddr: IpAddr, sport: u16) -> FlowInfo {
+        FlowInfo {
+            proto: 6,
+            saddr,
+            sport,
+            daddr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            dport: 80,
+            inverse: false,
+        }
+    }
+
+    /// A TCP flow from 10.1.1.1:1234 to `daddr:80` (lblc/lblcr/dh key).
+    pub fn flow_to(daddr: IpAddr) -> FlowInfo {
+        FlowInfo {
+            daddr,
+            ..flow_from(IpAddr::V4(Ipv4Addr::new(10, 1, 1, 1)), 1234)
+        }
+    }
+
+    /// Bind `s` to an empty service, then add `in_order` one by one at the head,
+    /// as `ipvsadm -A; -a; -a; …` does. Returns the list in kernel order.
+    pub fn build(s: &mut dyn Scheduler, in_order: &[Arc<Dest>]) -> Vec<Arc<Dest>> {
+        build_flags(s, in_order, 0)
+    }
+
+    /// `build` with service flags.
+    pub fn build_flags(
+        s: &mut dyn Scheduler,
+        in_order: &[Arc<Dest>],
+        flags: u32,
+    ) -> Vec<Arc<Dest>> {
+        let mut l: Vec<Arc<Dest>> = Vec::new();
+        s.init_service(&l, flags);
+        for d in in_order {
+            l.insert(0, d.clone());
+            s.dests_changed(&l, DestChange::Added(0), flags);
+        }
+        l
+    }
+
+    /// `n` picks for a fixed flow at time 0.
+    pub fn picks(s: &mut dyn Scheduler, l: &[Arc<Dest>], n: usize) -> Vec<Option<usize>> {
+        let f = flow_from(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), 4321);
+        let mut rng = Rng::seeded(1);
+        let mut ctx = SchedCtx {
+            now_ms: 0,
+            rng: &mut rng,
+            svc_flags: 0,
+        };
+        (0..n).map(|_| s.schedule(l, &f, &mut ctx)).collect()
+    }
+
+    /// One pick for `flow` with flags and time.
+    pub fn pick_at(
+        s: &mut dyn Scheduler,
+        l: &[Arc<Dest>],
+        flow: &FlowInfo,
+        flags: u32,
+        now_ms: u64,
+    ) -> Option<usize> {
+        let mut rng = Rng::seeded(1);
+        let mut ctx = SchedCtx {
+            now_ms,
+            rng: &mut rng,
+            svc_flags: flags,
+        };
+        s.schedule(l, flow, &mut ctx)
+    }
+}
