@@ -18,7 +18,7 @@ use crate::dataplane::device::{Device, DeviceConfig, DeviceKind, Queue};
 use crate::dataplane::drop::Counters;
 use crate::dataplane::pipeline::{Methods, Pipeline, Verdict};
 use crate::director::{Director, Hooks};
-use crate::netcfg::steer::Steering;
+use crate::netcfg::steer::{Steering, DEFAULT_PREF_BASE};
 use crate::service::{DestSpec, FwdMethod, SvcId};
 
 /// Size of the virtio-net header in front of every packet with offloads on.
@@ -49,18 +49,33 @@ pub struct RunOpts {
     pub table: u32,
 }
 
+/// Size of the virtio-net header (for the record; the pipeline splits it).
+const _: () = assert!(VNET_LEN == crate::packet::vnet::VNET_HDR_LEN);
+
 /// The daemon's hooks: every service and NAT destination gets its policy
-/// rule; methods the device mode cannot carry get a warning.
+/// rule (or, with `--no-routes`, the rule is printed for the operator);
+/// methods the device mode cannot carry get a warning.
 #[derive(Debug)]
 struct SteerHooks {
-    steering: Option<Mutex<Steering>>,
+    steering: Mutex<Steering>,
+    apply: bool,
     methods: Methods,
-    table: u32,
     dev: String,
 }
 
-fn proto_of(id: &SvcId) -> u8 {
-    id.proto().number()
+impl SteerHooks {
+    fn steer(&self) -> std::sync::MutexGuard<'_, Steering> {
+        self.steering.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The real server's port for its reply rule (0 = the service port).
+    fn reply_port(svc: &SvcId, d: &DestSpec) -> u16 {
+        if d.port == 0 {
+            svc.port()
+        } else {
+            d.port
+        }
+    }
 }
 
 impl Hooks for SteerHooks {
@@ -68,35 +83,24 @@ impl Hooks for SteerHooks {
         let SvcId::Addr { proto, addr, port } = *id else {
             return Err("firewall-mark services are not available yet in tun mode".into());
         };
-        match &self.steering {
-            Some(s) => s
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .add_service(proto.number(), addr, port)
-                .map_err(|e| format!("cannot install the policy rule for {addr}:{port}: {e}")),
-            None => {
-                println!(
-                    "tunvs: --no-routes: add: {}",
-                    Steering::describe_service(proto.number(), addr, port, self.table)
-                );
-                Ok(())
-            }
+        let mut s = self.steer();
+        if !self.apply {
+            println!("tunvs: --no-routes: add: {}", s.describe_service(proto, addr, port));
+            return Ok(());
         }
+        s.add_service(proto, addr, port)
+            .map_err(|e| format!("cannot install the policy rule for {addr}:{port}: {e}"))
     }
 
     fn service_removed(&self, id: &SvcId) {
         if let SvcId::Addr { proto, addr, port } = *id {
-            match &self.steering {
-                Some(s) => {
-                    let _ = s
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .del_service(proto.number(), addr, port);
+            let mut s = self.steer();
+            if self.apply {
+                if let Err(e) = s.del_service(proto, addr, port) {
+                    eprintln!("tunvs: cannot remove the policy rule for {addr}:{port}: {e}");
                 }
-                None => println!(
-                    "tunvs: --no-routes: remove: {}",
-                    Steering::describe_service(proto.number(), addr, port, self.table)
-                ),
+            } else {
+                println!("tunvs: --no-routes: remove: {}", s.describe_service(proto, addr, port));
             }
         }
     }
@@ -105,39 +109,28 @@ impl Hooks for SteerHooks {
         if d.fwd != FwdMethod::Masq {
             return Ok(());
         }
-        let port = if d.port == 0 { svc.port() } else { d.port };
-        match &self.steering {
-            Some(s) => s
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .add_reply(proto_of(svc), d.addr, port)
-                .map_err(|e| format!("cannot install the reply rule for {}:{port}: {e}", d.addr)),
-            None => {
-                println!(
-                    "tunvs: --no-routes: add: {}",
-                    Steering::describe_reply(proto_of(svc), d.addr, port, self.table)
-                );
-                Ok(())
-            }
+        let port = Self::reply_port(svc, d);
+        let mut s = self.steer();
+        if !self.apply {
+            println!("tunvs: --no-routes: add: {}", s.describe_reply(svc.proto(), d.addr, port));
+            return Ok(());
         }
+        s.add_reply(svc.proto(), d.addr, port)
+            .map_err(|e| format!("cannot install the reply rule for {}:{port}: {e}", d.addr))
     }
 
     fn dest_removed(&self, svc: &SvcId, d: &DestSpec) {
         if d.fwd != FwdMethod::Masq {
             return;
         }
-        let port = if d.port == 0 { svc.port() } else { d.port };
-        match &self.steering {
-            Some(s) => {
-                let _ = s
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .del_reply(proto_of(svc), d.addr, port);
+        let port = Self::reply_port(svc, d);
+        let mut s = self.steer();
+        if self.apply {
+            if let Err(e) = s.del_reply(svc.proto(), d.addr, port) {
+                eprintln!("tunvs: cannot remove the reply rule for {}:{port}: {e}", d.addr);
             }
-            None => println!(
-                "tunvs: --no-routes: remove: {}",
-                Steering::describe_reply(proto_of(svc), d.addr, port, self.table)
-            ),
+        } else {
+            println!("tunvs: --no-routes: remove: {}", s.describe_reply(svc.proto(), d.addr, port));
         }
     }
 
@@ -205,38 +198,41 @@ pub fn run(opts: RunOpts) -> Result<(), String> {
     if opts.kind == DeviceKind::Tap {
         return Err("--device tap is not available yet (it comes with direct routing); use --device tun".into());
     }
-    let dev = Device::open(&DeviceConfig {
+    let mut dev = Device::open(&DeviceConfig {
         name: opts.dev.clone(),
         kind: opts.kind,
         queues: opts.queues.max(1),
         offload: opts.offload,
     })
     .map_err(|e| format!("cannot open device {}: {e}", opts.dev))?;
-    let steering = if opts.routes {
-        let mut s = Steering::new(dev.ifindex, &dev.name, opts.table);
-        s.setup()
+    let mut steering = Steering::new(dev.ifindex, &dev.name, opts.table, DEFAULT_PREF_BASE)
+        .map_err(|e| format!("steering: {e}"))?;
+    if opts.routes {
+        steering
+            .setup()
             .map_err(|e| format!("cannot set up steering for {}: {e}", dev.name))?;
-        Some(Mutex::new(s))
     } else {
         println!("tunvs: --no-routes: nothing is installed; an operator must run:");
-        for line in Steering::describe_setup(&dev.name, opts.table) {
+        for line in steering.describe_setup() {
             println!("  {line}");
         }
-        None
-    };
+    }
     let methods = Methods::TUN;
     let hooks = Arc::new(SteerHooks {
-        steering,
+        steering: Mutex::new(steering),
+        apply: opts.routes,
         methods,
-        table: opts.table,
         dev: dev.name.clone(),
     });
     let director = Arc::new(Director::new());
     director.set_hooks(hooks.clone());
-    let result = serve(&opts, &dev, director, config, methods, &sigset);
-    // Teardown: rules and sysctls first (Drop of Steering), then the socket.
-    if let Some(s) = &hooks.steering {
-        s.lock().unwrap_or_else(|e| e.into_inner()).teardown();
+    let queues = std::mem::take(&mut dev.queues);
+    let result = serve(&opts, &dev, queues, director, config, methods, &sigset);
+    // Teardown: rules, routes and sysctls back as they were, then the socket.
+    if opts.routes {
+        if let Err(e) = hooks.steer().teardown() {
+            eprintln!("tunvs: teardown: {e}");
+        }
     }
     let _ = std::fs::remove_file(&opts.control);
     result
@@ -245,6 +241,7 @@ pub fn run(opts: RunOpts) -> Result<(), String> {
 fn serve(
     opts: &RunOpts,
     dev: &Device,
+    queues: Vec<Queue>,
     director: Arc<Director>,
     config: Vec<adm::Command>,
     methods: Methods,
@@ -259,8 +256,8 @@ fn serve(
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     let mut counters = Vec::new();
-    for (i, q) in dev.queues.iter().enumerate() {
-        let q = q.try_clone().map_err(|e| format!("queue {i}: {e}"))?;
+    let nq = queues.len();
+    for (i, q) in queues.into_iter().enumerate() {
         let pipe = Pipeline::new(director.clone(), methods);
         counters.push(pipe.counters());
         let stop = stop.clone();
@@ -291,8 +288,8 @@ fn serve(
     println!(
         "tunvs: running on {} ({} queue{}, offload {}), control socket {}",
         dev.name,
-        dev.queues.len(),
-        if dev.queues.len() == 1 { "" } else { "s" },
+        nq,
+        if nq == 1 { "" } else { "s" },
         if dev.vnet { "on" } else { "off" },
         opts.control.display()
     );
@@ -372,7 +369,7 @@ fn worker(q: Queue, vnet: bool, mut pipe: Pipeline, stop: &AtomicBool) {
                     Verdict::Forward => {
                         if q.write(&buf[..n]).is_err() {
                             pipe.counters()
-                                .drop(crate::dataplane::drop::DropReason::WriteFailed);
+                                .count_drop(crate::dataplane::drop::DropReason::WriteFailed);
                         }
                     }
                     Verdict::Reply(m) => {

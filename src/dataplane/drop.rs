@@ -98,7 +98,7 @@ impl Default for Counters {
 impl Counters {
     /// Count one drop.
     #[inline]
-    pub fn drop(&self, r: DropReason) {
+    pub fn count_drop(&self, r: DropReason) {
         if let Some(c) = self.drops.get(r.index()) {
             c.fetch_add(1, Relaxed);
         }

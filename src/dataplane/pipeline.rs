@@ -120,9 +120,9 @@ impl Pipeline {
             }
             Verdict::Reply(_) => {
                 self.counters.replies.fetch_add(1, RELAXED);
-                self.counters.drop(DropReason::NoDestination);
+                self.counters.count_drop(DropReason::NoDestination);
             }
-            Verdict::Drop(r) => self.counters.drop(r),
+            Verdict::Drop(r) => self.counters.count_drop(r),
         }
         v
     }
@@ -168,7 +168,8 @@ impl Pipeline {
             dst: info.dst,
             dport: info.dport,
         };
-        let conns = &self.dir.conns;
+        let dir = self.dir.clone();
+        let conns = &dir.conns;
         let (conn, side) = match conns.lookup(&key) {
             Some((c, side)) => {
                 // A SYN on a tuple whose old connection is closing starts a new
