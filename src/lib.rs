@@ -6,6 +6,8 @@
 //! edges (`dataplane::device`, `control`, the binary).
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod dataplane;
+pub mod netcfg;
 pub mod sched;
 pub mod service;
 pub mod stats;
