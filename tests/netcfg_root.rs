@@ -738,3 +738,84 @@ fn busy_and_mismatched_devices_are_explained() {
         drop(keep);
     });
 }
+
+/// True when the UDP checksum of an IPv4 packet verifies (the sum over the
+/// pseudo-header and the segment folds to 0xffff).
+fn udp4_checksum_ok(pkt: &[u8]) -> bool {
+    let ihl = (pkt[0] & 0xf) as usize * 4;
+    let seg = &pkt[ihl..];
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+        }
+    };
+    add(&pkt[12..20]);
+    add(&[0, 17]);
+    add(&(seg.len() as u16).to_be_bytes());
+    add(seg);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
+}
+
+/// A persistent device keeps its offload mask between users: opened once
+/// with offload (checksums left partial, to be finished by us), then without
+/// it, packets must carry complete checksums again.
+#[test]
+fn reopening_a_persistent_device_without_offload_clears_the_mask() {
+    in_netns(|| {
+        sh_in_ns("ip tuntap add dev tvsp0 mode tun multi_queue vnet_hdr");
+        let mut nl = Netlink::open().unwrap();
+        let idx = nl.link_index("tvsp0").unwrap();
+        nl.addr_add(idx, ip("10.210.0.1"), 24).unwrap();
+        nl.link_set_up(idx, true).unwrap();
+        let sock = UdpSocket::bind("10.210.0.1:0").unwrap();
+        let is_probe = |p: &[u8]| v4_summary(p).is_some_and(|s| s.0 == 17 && s.4 == 9);
+        let mut cfg = DeviceConfig::new("tvsp0", DeviceKind::Tun);
+
+        let dev = Device::open(&cfg).unwrap();
+        sock.send_to(b"partial", "10.210.0.2:9").unwrap();
+        let (hdr, pkt) = read_matching(&dev, is_probe);
+        assert_eq!(hdr[0] & 1, 1, "NEEDS_CSUM expected with offload: {hdr:?}");
+        assert!(
+            !udp4_checksum_ok(&pkt),
+            "a partial checksum does not verify"
+        );
+        drop(dev);
+
+        cfg.offload = false;
+        let dev = Device::open(&cfg).unwrap();
+        sock.send_to(b"complete", "10.210.0.2:9").unwrap();
+        let mut buf = vec![0u8; 65536];
+        let pkt = (0..20)
+            .find_map(|_| {
+                let p = read_any_raw(&dev, &mut buf);
+                is_probe(&p).then_some(p)
+            })
+            .expect("probe packet");
+        assert!(
+            udp4_checksum_ok(&pkt),
+            "offload mask still set: checksum left partial"
+        );
+        assert_eq!(&pkt[28..], b"complete");
+    });
+}
+
+/// Reads one packet (no vnet header expected) from any queue.
+fn read_any_raw(dev: &Device, buf: &mut [u8]) -> Vec<u8> {
+    for _ in 0..200 {
+        for q in &dev.queues {
+            match q.read(buf) {
+                Ok(n) => return buf[..n].to_vec(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("reading the tun: {e}"),
+            }
+        }
+        dev.queues[0]
+            .wait_readable(Some(Duration::from_millis(10)))
+            .unwrap();
+    }
+    panic!("no packet arrived on {}", dev.name);
+}

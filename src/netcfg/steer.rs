@@ -93,8 +93,9 @@ pub enum Change {
     RuleRemoved(Rule),
 }
 
-/// `(protocol, address, port)` of a service or real server.
-type Key = (Proto, IpAddr, u16);
+/// `(protocol, address, port)` of a virtual service or a real server; port 0
+/// means every port.
+pub type Endpoint = (Proto, IpAddr, u16);
 
 /// The steering manager: policy rules, routes and sysctls for one device.
 #[derive(Debug)]
@@ -108,8 +109,8 @@ pub struct Steering {
     v6_route: bool,
     families: Vec<Family>,
     changes: Vec<Change>,
-    services: BTreeMap<Key, Rule>,
-    replies: BTreeMap<Key, (Rule, usize)>,
+    services: BTreeMap<Endpoint, Rule>,
+    replies: BTreeMap<Endpoint, (Rule, usize)>,
 }
 
 impl Steering {
@@ -197,6 +198,9 @@ impl Steering {
             self.v6_route = true;
         }
 
+        // Restoring ip_forward=0 at teardown also resets every interface's
+        // conf.*.forwarding, as writing it always does; it is only written
+        // back if tunvs changed it.
         self.ensure_sysctl("net.ipv4.ip_forward", "1")?;
         let dev = &self.dev_name;
         let accept_local = sysctl::conf_key(Family::V4, dev, "accept_local");
@@ -395,7 +399,7 @@ impl Steering {
 
     /// `--no-routes`: a complete shell script (comments and commands) for
     /// these services and real servers; the undo commands follow as comments.
-    pub fn describe(&self, services: &[Key], replies: &[Key]) -> String {
+    pub fn describe(&self, services: &[Endpoint], replies: &[Endpoint]) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -420,7 +424,7 @@ impl Steering {
 
     /// `--no-routes`: [`Steering::describe`] without the comments, one
     /// command per entry.
-    pub fn describe_commands(&self, services: &[Key], replies: &[Key]) -> Vec<String> {
+    pub fn describe_commands(&self, services: &[Endpoint], replies: &[Endpoint]) -> Vec<String> {
         let mut v = self.describe_setup();
         for fam in families(services, replies) {
             v.extend(self.describe_family(fam));
@@ -436,7 +440,7 @@ impl Steering {
 
     /// `--no-routes`: the commands that undo [`Steering::describe_commands`]
     /// (except the sysctls, whose old values only the operator knows).
-    pub fn describe_teardown(&self, services: &[Key], replies: &[Key]) -> Vec<String> {
+    pub fn describe_teardown(&self, services: &[Endpoint], replies: &[Endpoint]) -> Vec<String> {
         let mut v = Vec::new();
         for &(p, a, port) in dedup(replies).into_iter().rev() {
             v.push(rule_command("del", &self.reply_rule(p, a, port)));
@@ -625,7 +629,7 @@ fn sock(addr: IpAddr, port: u16) -> String {
 }
 
 /// The families used, IPv4 first.
-fn families(services: &[Key], replies: &[Key]) -> Vec<Family> {
+fn families(services: &[Endpoint], replies: &[Endpoint]) -> Vec<Family> {
     let mut v: Vec<Family> = services
         .iter()
         .chain(replies)
@@ -637,7 +641,7 @@ fn families(services: &[Key], replies: &[Key]) -> Vec<Family> {
 }
 
 /// The keys in order, without repeats (shared real servers).
-fn dedup(keys: &[Key]) -> Vec<&Key> {
+fn dedup(keys: &[Endpoint]) -> Vec<&Endpoint> {
     let mut seen = std::collections::BTreeSet::new();
     keys.iter().filter(|k| seen.insert(**k)).collect()
 }
