@@ -1,3 +1,8 @@
 //! The data path: the pure pipeline and, at the edge, device I/O.
+//!
+//! [`pipeline`] is a function of (frame bytes, tables, clock) → verdict and is
+//! tested and benchmarked without a device; [`device`] opens the TUN/TAP
+//! queues the daemon's workers read and write.
+pub mod device;
 pub mod drop;
 pub mod pipeline;
