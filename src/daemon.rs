@@ -341,7 +341,7 @@ fn housekeeping(dir: &Director, stop: &AtomicBool) {
 /// One queue: drain until the device has nothing (edge-triggered), handle
 /// each packet in place, write back.
 fn worker(q: Queue, vnet: bool, mut pipe: Pipeline, stop: &AtomicBool) {
-    let run = || -> io::Result<()> {
+    let mut run = || -> io::Result<()> {
         let mut poll = Poll::new()?;
         let fd = q.as_raw_fd();
         poll.registry()
