@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tunvs::adm::api::Ipvs;
+use tunvs::dataplane::buf::PacketBuf;
 use tunvs::dataplane::pipeline::{Methods, Pipeline, Verdict};
 use tunvs::director::Director;
 use tunvs::packet::testutil;
@@ -46,52 +47,59 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
 
     let payload = [0x5au8; 1400];
-    let syn = testutil::tcp_packet(sa([12, 0, 0, 10], 40000), sa([12, 0, 0, 1], 80), 0x02, &[]);
-    let data = testutil::tcp_packet(sa([12, 0, 0, 10], 40000), sa([12, 0, 0, 1], 80), 0x18, &payload);
+    let client = sa([12, 0, 0, 10], 40000);
+    let vip = sa([12, 0, 0, 1], 80);
+    let syn = testutil::tcp_packet(client, vip, 0x02, 1, 0, &[], &[]);
+    let data = testutil::tcp_packet(client, vip, 0x18, 2, 1, &[], &payload);
 
-    // Baseline: copying the packet into the write buffer, as every loop does.
-    let mut out = vec![0u8; 2048];
+    // Baseline: copying the packet into the buffer, as every loop does.
+    let mut buf = PacketBuf::from_frame(&data);
     g.bench_function("baseline_copy_1440B", |b| {
         b.iter(|| {
-            out[..data.len()].copy_from_slice(std::hint::black_box(&data));
-            std::hint::black_box(&out);
+            buf.set(std::hint::black_box(&data));
+            std::hint::black_box(buf.frame());
         })
     });
 
     // Established flow, client side, final checksums (no offload).
     let d = director("rr");
     let mut p = Pipeline::new(d.clone(), Methods::TUN);
-    let mut s = syn.clone();
-    assert_eq!(p.handle(1, &mut s, false), Verdict::Forward);
-    let mut buf = data.clone();
+    assert_eq!(
+        p.handle(1, &mut PacketBuf::from_frame(&syn), false),
+        Verdict::Forward
+    );
     g.bench_function("established_in_1440B", |b| {
         b.iter(|| {
-            buf.copy_from_slice(&data);
+            buf.set(&data);
             std::hint::black_box(p.handle(2, &mut buf, false))
         })
     });
 
-    // The same with the virtio header's partial checksum (offload on).
+    // The same with the virtio header and a partial checksum (offload on).
     let mut partial = data.clone();
-    testutil::to_partial(&mut partial, 0);
-    let mut buf = partial.clone();
-    g.bench_function("established_in_1440B_partial_csum", |b| {
+    let hdr = testutil::to_partial(&mut partial, 0);
+    let framed = testutil::frame(&hdr, &partial);
+    g.bench_function("established_in_1440B_vnet_partial_csum", |b| {
         b.iter(|| {
-            buf.copy_from_slice(&partial);
+            buf.set(&framed);
             std::hint::black_box(p.handle(2, &mut buf, true))
         })
     });
 
     // New connection: service lookup, wlc scheduling, conn creation. Each
-    // iteration uses a fresh client port; the table is swept between batches.
+    // iteration is a new client address and port.
     let d = director("wlc");
     let mut p = Pipeline::new(d.clone(), Methods::TUN);
-    let mut port: u16 = 1024;
+    let mut n: u32 = 0;
     g.bench_function("new_connection_wlc", |b| {
         b.iter_batched(
             || {
-                port = if port == u16::MAX { 1024 } else { port + 1 };
-                testutil::tcp_packet(sa([12, 0, 0, 10], port), sa([12, 0, 0, 1], 80), 0x02, &[])
+                n = n.wrapping_add(1);
+                let c = SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (n >> 8))),
+                    1024 + (n & 0xff) as u16,
+                );
+                PacketBuf::from_frame(&testutil::tcp_packet(c, vip, 0x02, 1, 0, &[], &[]))
             },
             |mut pkt| std::hint::black_box(p.handle(3, &mut pkt, false)),
             BatchSize::SmallInput,

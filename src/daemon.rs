@@ -14,6 +14,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::adm;
 use crate::control::{self, Request, Response};
+use crate::dataplane::buf::PacketBuf;
 use crate::dataplane::device::{Device, DeviceConfig, DeviceKind, Queue};
 use crate::dataplane::drop::Counters;
 use crate::dataplane::pipeline::{Methods, Pipeline, Verdict};
@@ -85,7 +86,10 @@ impl Hooks for SteerHooks {
         };
         let mut s = self.steer();
         if !self.apply {
-            println!("tunvs: --no-routes: add: {}", s.describe_service(proto, addr, port));
+            println!(
+                "tunvs: --no-routes: add: {}",
+                s.describe_service(proto, addr, port)
+            );
             return Ok(());
         }
         s.add_service(proto, addr, port)
@@ -100,7 +104,10 @@ impl Hooks for SteerHooks {
                     eprintln!("tunvs: cannot remove the policy rule for {addr}:{port}: {e}");
                 }
             } else {
-                println!("tunvs: --no-routes: remove: {}", s.describe_service(proto, addr, port));
+                println!(
+                    "tunvs: --no-routes: remove: {}",
+                    s.describe_service(proto, addr, port)
+                );
             }
         }
     }
@@ -112,7 +119,10 @@ impl Hooks for SteerHooks {
         let port = Self::reply_port(svc, d);
         let mut s = self.steer();
         if !self.apply {
-            println!("tunvs: --no-routes: add: {}", s.describe_reply(svc.proto(), d.addr, port));
+            println!(
+                "tunvs: --no-routes: add: {}",
+                s.describe_reply(svc.proto(), d.addr, port)
+            );
             return Ok(());
         }
         s.add_reply(svc.proto(), d.addr, port)
@@ -127,10 +137,16 @@ impl Hooks for SteerHooks {
         let mut s = self.steer();
         if self.apply {
             if let Err(e) = s.del_reply(svc.proto(), d.addr, port) {
-                eprintln!("tunvs: cannot remove the reply rule for {}:{port}: {e}", d.addr);
+                eprintln!(
+                    "tunvs: cannot remove the reply rule for {}:{port}: {e}",
+                    d.addr
+                );
             }
         } else {
-            println!("tunvs: --no-routes: remove: {}", s.describe_reply(svc.proto(), d.addr, port));
+            println!(
+                "tunvs: --no-routes: remove: {}",
+                s.describe_reply(svc.proto(), d.addr, port)
+            );
         }
     }
 
@@ -196,7 +212,10 @@ pub fn run(opts: RunOpts) -> Result<(), String> {
         None => Vec::new(),
     };
     if opts.kind == DeviceKind::Tap {
-        return Err("--device tap is not available yet (it comes with direct routing); use --device tun".into());
+        return Err(
+            "--device tap is not available yet (it comes with direct routing); use --device tun"
+                .into(),
+        );
     }
     let mut dev = Device::open(&DeviceConfig {
         name: opts.dev.clone(),
@@ -248,8 +267,7 @@ fn serve(
     sigset: &libc::sigset_t,
 ) -> Result<(), String> {
     for (i, cmd) in config.iter().enumerate() {
-        adm::apply(cmd, director.as_ref())
-            .map_err(|e| format!("config command {}: {e}", i + 1))?;
+        adm::apply(cmd, director.as_ref()).map_err(|e| format!("config command {}: {e}", i + 1))?;
     }
     let listener = control::bind(&opts.control)
         .map_err(|e| format!("cannot bind control socket {}: {e}", opts.control.display()))?;
@@ -282,7 +300,9 @@ fn serve(
         let counters: Vec<Arc<Counters>> = counters.clone();
         std::thread::Builder::new()
             .name("tunvs-control".into())
-            .spawn(move || control::serve(listener, |req| handle_request(&director, &counters, req)))
+            .spawn(move || {
+                control::serve(listener, |req| handle_request(&director, &counters, req))
+            })
             .map_err(|e| e.to_string())?;
     }
     println!(
@@ -332,7 +352,7 @@ fn housekeeping(dir: &Director, stop: &AtomicBool) {
         std::thread::sleep(Duration::from_secs(1));
         n += 1;
         dir.tick(dir.now_ms());
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             dir.estimate_tick();
         }
     }
@@ -347,7 +367,7 @@ fn worker(q: Queue, vnet: bool, mut pipe: Pipeline, stop: &AtomicBool) {
         poll.registry()
             .register(&mut SourceFd(&fd), Token(0), Interest::READABLE)?;
         let mut events = Events::with_capacity(4);
-        let mut buf = vec![0u8; BUF_LEN];
+        let mut buf = PacketBuf::new(BUF_LEN);
         let mut pending = true;
         while !stop.load(Relaxed) {
             if !pending {
@@ -359,15 +379,15 @@ fn worker(q: Queue, vnet: bool, mut pipe: Pipeline, stop: &AtomicBool) {
             }
             pending = false;
             for _ in 0..MAX_BATCH {
-                let n = match q.read(&mut buf) {
-                    Ok(n) => n,
+                match buf.fill(|d| q.read(d)) {
+                    Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 };
-                match pipe.handle(crate::util::now_ms(), &mut buf[..n], vnet) {
+                match pipe.handle(crate::util::now_ms(), &mut buf, vnet) {
                     Verdict::Forward => {
-                        if q.write(&buf[..n]).is_err() {
+                        if q.write(buf.frame()).is_err() {
                             pipe.counters()
                                 .count_drop(crate::dataplane::drop::DropReason::WriteFailed);
                         }

@@ -232,7 +232,10 @@ impl Director {
     }
 
     fn next_seed(&self) -> u64 {
-        self.seed.lock().unwrap_or_else(|e| e.into_inner()).next_u64()
+        self.seed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_u64()
     }
 
     /// The service a new packet to `daddr:dport` belongs to: exact match,
@@ -368,7 +371,10 @@ impl Ipvs for Director {
                 if *port == 0 {
                     s.port0 += 1;
                 }
-                s.by_addr.insert(svc_key(&spec.id).unwrap_or_else(|| unreachable!()), svc.clone());
+                s.by_addr.insert(
+                    svc_key(&spec.id).unwrap_or_else(|| unreachable!()),
+                    svc.clone(),
+                );
             }
             SvcId::Fwmark { mark, v6 } => {
                 s.by_mark.insert((*mark, *v6), svc.clone());
@@ -406,9 +412,10 @@ impl Ipvs for Director {
                     }
                     svc
                 }
-                SvcId::Fwmark { mark, v6 } => {
-                    s.by_mark.remove(&(*mark, *v6)).ok_or(IpvsError::NoService)?
-                }
+                SvcId::Fwmark { mark, v6 } => s
+                    .by_mark
+                    .remove(&(*mark, *v6))
+                    .ok_or(IpvsError::NoService)?,
             };
             s.list.retain(|x| !Arc::ptr_eq(x, &svc));
             svc

@@ -91,7 +91,10 @@ fn adm(mut args: Vec<String>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return finish(e.code, "", &e.stderr()),
     };
-    if matches!(cmd, tunvs::adm::Command::Help | tunvs::adm::Command::Version) {
+    if matches!(
+        cmd,
+        tunvs::adm::Command::Help | tunvs::adm::Command::Version
+    ) {
         let out = tunvs::adm::run("ipvsadm", &args, "", &tunvs::director::Director::new());
         return finish(out.code, &out.stdout, &out.stderr);
     }
@@ -178,7 +181,10 @@ fn main() -> ExitCode {
             match control::call(&path, &Request::Drops) {
                 Ok(r) => finish(r.code, &r.stdout, &r.stderr),
                 Err(e) => {
-                    eprintln!("tunvs: cannot reach the tunvs daemon at {}: {e}", path.display());
+                    eprintln!(
+                        "tunvs: cannot reach the tunvs daemon at {}: {e}",
+                        path.display()
+                    );
                     ExitCode::from(2)
                 }
             }

@@ -22,22 +22,59 @@ fn ipvs_sh_nat_topology(lab: &mut Lab) {
     lab.exec_ok("ns0", &["ip", "link", "set", "veth02", "master", "br0"]);
     lab.exec_ok("ns0", &["ip", "link", "set", "br0", "up"]);
     lab.exec_ok("ns0", &["ip", "addr", "add", "10.0.0.2/24", "dev", "br0"]);
-    lab.exec_ok("ns1", &["ip", "addr", "add", "10.0.0.1/24", "dev", "veth10"]);
-    lab.exec_ok("ns1", &["ip", "addr", "add", "172.16.0.1/24", "dev", "veth12"]);
-    lab.exec_ok("ns2", &["ip", "addr", "add", "172.16.0.2/24", "dev", "veth21"]);
-    lab.exec_ok("ns2", &["ip", "addr", "add", "10.0.0.3/24", "dev", "veth20"]);
+    lab.exec_ok(
+        "ns1",
+        &["ip", "addr", "add", "10.0.0.1/24", "dev", "veth10"],
+    );
+    lab.exec_ok(
+        "ns1",
+        &["ip", "addr", "add", "172.16.0.1/24", "dev", "veth12"],
+    );
+    lab.exec_ok(
+        "ns2",
+        &["ip", "addr", "add", "172.16.0.2/24", "dev", "veth21"],
+    );
+    lab.exec_ok(
+        "ns2",
+        &["ip", "addr", "add", "10.0.0.3/24", "dev", "veth20"],
+    );
     // NAT: the client reaches the VIP through the director …
-    lab.exec_ok("ns0", &["ip", "route", "add", VIP, "via", "10.0.0.1", "dev", "br0"]);
+    lab.exec_ok(
+        "ns0",
+        &["ip", "route", "add", VIP, "via", "10.0.0.1", "dev", "br0"],
+    );
     lab.exec_ok("ns1", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     // … and the real server has no direct path back: replies go through us.
     lab.exec_ok("ns2", &["ip", "link", "del", "veth20"]);
-    lab.exec_ok("ns2", &["ip", "route", "add", "default", "via", "172.16.0.1", "dev", "veth21"]);
+    lab.exec_ok(
+        "ns2",
+        &[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            "172.16.0.1",
+            "dev",
+            "veth21",
+        ],
+    );
 }
 
 fn ipvsadm_nat_service(d: &Daemon, lab: &Lab) {
     d.adm_ok(&["-A", "-t", &format!("{VIP}:8080"), "-s", "rr"]);
-    d.adm_ok(&["-a", "-m", "-t", &format!("{VIP}:8080"), "-r", "172.16.0.2:8080"]);
-    lab.exec_ok("ns1", &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+    d.adm_ok(&[
+        "-a",
+        "-m",
+        "-t",
+        &format!("{VIP}:8080"),
+        "-r",
+        "172.16.0.2:8080",
+    ]);
+    lab.exec_ok(
+        "ns1",
+        &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"],
+    );
 }
 
 /// Send `payload` from ns0 to VIP:8080 with socat, received by socat in ns2.
@@ -49,7 +86,11 @@ fn transfer(lab: &mut Lab, payload: &[u8]) -> Vec<u8> {
     let out_s = outfile.to_string_lossy().into_owned();
     lab.spawn(
         "ns2",
-        &["sh", "-c", &format!("timeout 20 socat -u -4 TCP-LISTEN:8080,reuseaddr STDOUT > {out_s}")],
+        &[
+            "sh",
+            "-c",
+            &format!("timeout 20 socat -u -4 TCP-LISTEN:8080,reuseaddr STDOUT > {out_s}"),
+        ],
         None,
     );
     // Wait until the listener is up (bounded) before sending.
@@ -88,7 +129,10 @@ fn ipvs_sh_nat_case_32_random_bytes_arrive_intact() {
     assert_eq!(got, payload, "payload differs; daemon log:\n{}", d.log());
     // The listing shows the NAT destination and the connection it carried.
     let l = d.adm_ok(&["-L", "-n"]);
-    let want = format!("TCP  207.175.44.110:8080 rr\n  -> {:<28} Masq    1      ", "172.16.0.2:8080");
+    let want = format!(
+        "TCP  207.175.44.110:8080 rr\n  -> {:<28} Masq    1      ",
+        "172.16.0.2:8080"
+    );
     assert!(l.contains(&want), "{l}");
     let stats = d.adm_ok(&["-L", "-n", "--stats"]);
     let svc_line = stats
@@ -111,7 +155,10 @@ fn partial_checksums_are_right_on_a_bulk_transfer() {
     ipvs_sh_nat_topology(&mut lab);
     // Software checksums on the director's egress and the receiver's ingress.
     lab.exec_ok("ns1", &["ethtool", "-K", "veth12", "tx", "off"]);
-    lab.exec_ok("ns2", &["ethtool", "-K", "veth21", "rx", "off", "tx", "off"]);
+    lab.exec_ok(
+        "ns2",
+        &["ethtool", "-K", "veth21", "rx", "off", "tx", "off"],
+    );
     lab.exec_ok("ns1", &["ethtool", "-K", "veth10", "tx", "off"]);
     lab.exec_ok("ns0", &["ethtool", "-K", "veth01", "rx", "off"]);
     let d = lab.start_tunvs("ns1", &["--dev", "tunvs0"]);
@@ -119,10 +166,19 @@ fn partial_checksums_are_right_on_a_bulk_transfer() {
     let before = in_csum_errors(&lab, "ns2");
     let payload = random_bytes(8 << 20);
     let got = transfer(&mut lab, &payload);
-    assert!(got == payload, "bulk payload differs (len {} vs {})", got.len(), payload.len());
+    assert!(
+        got == payload,
+        "bulk payload differs (len {} vs {})",
+        got.len(),
+        payload.len()
+    );
     let after = in_csum_errors(&lab, "ns2");
     assert_eq!(after, before, "receiver counted TCP checksum errors");
-    assert_eq!(in_csum_errors(&lab, "ns0"), 0, "client counted TCP checksum errors");
+    assert_eq!(
+        in_csum_errors(&lab, "ns0"),
+        0,
+        "client counted TCP checksum errors"
+    );
     let drops = d.drops();
     assert!(drops.contains("forwarded"), "{drops}");
 }
@@ -172,6 +228,9 @@ fn nat_lab_balances_rr_and_wrr() {
     assert_eq!((n1, n2), (20, 10), "wrr 2:1 over 30 requests: {wrr:?}");
     let wlc = section("wlc");
     assert_eq!(wlc.len(), 30);
-    assert!(wlc.iter().all(|l| l.starts_with("this is nginx")), "{wlc:?}");
+    assert!(
+        wlc.iter().all(|l| l.starts_with("this is nginx")),
+        "{wlc:?}"
+    );
     assert!(out.contains("lab: removed namespaces"), "{out}");
 }

@@ -497,7 +497,8 @@ impl ConnTable {
             .remove_if(&ck, |_, v| Arc::ptr_eq(&v.0, c))
             .is_some();
         if c.fwd.fwd == FwdMethod::Masq {
-            self.flows.remove_if(&c.server_key(), |_, v| Arc::ptr_eq(&v.0, c));
+            self.flows
+                .remove_if(&c.server_key(), |_, v| Arc::ptr_eq(&v.0, c));
         }
         if removed {
             Self::release(c);
@@ -553,7 +554,11 @@ impl ConnTable {
                 t.refresh(now_ms);
                 continue;
             }
-            if self.templates.remove_if(&k, |_, v| Arc::ptr_eq(v, &t)).is_some() {
+            if self
+                .templates
+                .remove_if(&k, |_, v| Arc::ptr_eq(v, &t))
+                .is_some()
+            {
                 t.dest.unbind_template();
                 n += 1;
             }

@@ -250,7 +250,13 @@ mod test {
     #[test]
     fn dr_input_only_lingers_in_fin_wait() {
         use Direction::*;
-        let got = run(&[(InputOnly, SYN), (InputOnly, ACK), (InputOnly, ACK), (InputOnly, FIN | ACK), (InputOnly, ACK)]);
+        let got = run(&[
+            (InputOnly, SYN),
+            (InputOnly, ACK),
+            (InputOnly, ACK),
+            (InputOnly, FIN | ACK),
+            (InputOnly, ACK),
+        ]);
         assert_eq!(got, vec![SR, ES, ES, FW, FW]);
         assert_eq!(FW.default_timeout(), 120);
     }

@@ -3,6 +3,7 @@
 //! [`pipeline`] is a function of (frame bytes, tables, clock) → verdict and is
 //! tested and benchmarked without a device; [`device`] opens the TUN/TAP
 //! queues the daemon's workers read and write.
+pub mod buf;
 pub mod device;
 pub mod drop;
 pub mod pipeline;

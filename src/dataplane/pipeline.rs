@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::conntrack::tcp::flags as tcpf;
 use crate::conntrack::{Conn, ConnTable, NewConn, Side, TemplateKey};
+use crate::dataplane::buf::PacketBuf;
 use crate::dataplane::drop::{Counters, DropReason};
 use crate::director::{Director, Service};
 use crate::packet::icmp;
@@ -109,11 +110,11 @@ impl Pipeline {
     }
 
     /// Handle one frame in place: an IP packet, preceded by a 10-byte virtio
-    /// header when `vnet` (offloads on). With NEEDS_CSUM set, the L4 checksum
+    /// header when `vnet` (offloads on). On `Forward`, write `buf.frame()`. With NEEDS_CSUM set, the L4 checksum
     /// field holds a pseudo-header seed and is updated as one; GSO
     /// super-packets pass with only their headers rewritten.
-    pub fn handle(&mut self, now_ms: u64, frame: &mut [u8], vnet: bool) -> Verdict {
-        let v = self.classify(now_ms, frame, vnet);
+    pub fn handle(&mut self, now_ms: u64, buf: &mut PacketBuf, vnet: bool) -> Verdict {
+        let v = self.classify(now_ms, buf.frame_mut(), vnet);
         match v {
             Verdict::Forward => {
                 self.counters.forwarded.fetch_add(1, RELAXED);
@@ -204,7 +205,9 @@ impl Pipeline {
                 conn.svc.stats.count_in(len);
                 self.dir.stats.count_in(len);
                 match conn.fwd.fwd {
-                    FwdMethod::Masq => nat::rewrite_dst(pkt, &info, conn.daddr, conn.dport, partial),
+                    FwdMethod::Masq => {
+                        nat::rewrite_dst(pkt, &info, conn.daddr, conn.dport, partial)
+                    }
                     _ => return Verdict::Drop(DropReason::MethodUnavailable),
                 }
             }
@@ -419,7 +422,11 @@ pub fn mask_addr(a: IpAddr, netmask: u32) -> IpAddr {
         IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from(u32::from(v4) & netmask)),
         IpAddr::V6(v6) => {
             let bits = netmask.min(128);
-            let m: u128 = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            let m: u128 = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
             IpAddr::V6(Ipv6Addr::from(u128::from(v6) & m))
         }
     }

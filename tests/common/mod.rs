@@ -171,7 +171,10 @@ impl Lab {
         let pid = self.spawn(n, &args, Some(&log));
         let deadline = Instant::now() + Duration::from_secs(10);
         while !sock.exists() {
-            let alive = self.children.last_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none());
+            let alive = self
+                .children
+                .last_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_none());
             if !alive || Instant::now() > deadline {
                 panic!(
                     "tunvs did not start: {}",
