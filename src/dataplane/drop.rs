@@ -67,7 +67,15 @@ impl DropReason {
             6 => "icmp_not_error",
             7 => "write_failed",
             8 => "port_zero_not_persistent",
-            i if i >= 18 => return RewriteError::ALL.get(i - 18).map(|e| e.name()),
+            i if i >= 18 => {
+                // Prefixed: "truncated" also names a parse error.
+                return RewriteError::ALL.get(i - 18).map(|e| match e {
+                    RewriteError::AddrFamily => "rewrite_addr_family",
+                    RewriteError::Truncated => "rewrite_truncated",
+                    RewriteError::BadChecksum => "icmp_bad_checksum",
+                    RewriteError::BadEmbedded => "icmp_bad_embedded",
+                });
+            }
             i if i >= 10 => return ParseError::ALL.get(i - 10).map(|e| e.name()),
             _ => return None,
         })
