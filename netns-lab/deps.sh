@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install what the labs and tests need on a Debian machine (as root), only
 # what is missing: iproute2 (ip, ss), socat, curl, ethtool, procps (sysctl),
-# kmod-free. The Rust toolchain (rustup, cargo >= 1.91) must already be there.
+# nftables (marks packets for the firewall-mark service tests),
+# The Rust toolchain (rustup, cargo >= 1.91) must already be there.
 set -euo pipefail
 need=()
-for pkg in iproute2 socat curl ethtool procps; do
+for pkg in iproute2 socat curl ethtool procps nftables; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

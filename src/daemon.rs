@@ -7,10 +7,13 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+
+mod fwmark;
 
 use crate::adm;
 use crate::control::{self, Request, Response};
@@ -28,6 +31,9 @@ const VNET_LEN: usize = 10;
 const MAX_BATCH: usize = 256;
 /// Buffer: the largest GSO super-packet plus its header.
 const BUF_LEN: usize = 65536 + VNET_LEN;
+
+/// Every worker's counters, for `tunvs drops` (devices come and go).
+pub type Registry = Arc<Mutex<Vec<Arc<Counters>>>>;
 
 /// Options of `tunvs run`.
 #[derive(Debug, Clone)]
@@ -62,6 +68,7 @@ struct SteerHooks {
     apply: bool,
     methods: Methods,
     dev: String,
+    fwmarks: fwmark::FwmarkDevices,
 }
 
 impl SteerHooks {
@@ -81,8 +88,11 @@ impl SteerHooks {
 
 impl Hooks for SteerHooks {
     fn service_added(&self, id: &SvcId) -> Result<(), String> {
-        let SvcId::Addr { proto, addr, port } = *id else {
-            return Err("firewall-mark services are not available yet in tun mode".into());
+        let (proto, addr, port) = match *id {
+            SvcId::Addr { proto, addr, port } => (proto, addr, port),
+            SvcId::Fwmark { mark, v6 } => {
+                return self.fwmarks.add(mark, v6, &mut self.steer(), self.apply);
+            }
         };
         let mut s = self.steer();
         if !self.apply {
@@ -97,6 +107,9 @@ impl Hooks for SteerHooks {
     }
 
     fn service_removed(&self, id: &SvcId) {
+        if let SvcId::Fwmark { mark, v6 } = *id {
+            self.fwmarks.remove(mark, v6, &mut self.steer(), self.apply);
+        }
         if let SvcId::Addr { proto, addr, port } = *id {
             let mut s = self.steer();
             if self.apply {
@@ -242,12 +255,25 @@ pub fn run(opts: RunOpts) -> Result<(), String> {
         apply: opts.routes,
         methods,
         dev: dev.name.clone(),
+        fwmarks: fwmark::FwmarkDevices::default(),
     });
     let director = Arc::new(Director::new());
     director.set_hooks(hooks.clone());
+    let registry: Registry = Arc::new(Mutex::new(Vec::new()));
+    hooks.fwmarks.init(fwmark::Ctx {
+        director: Arc::downgrade(&director),
+        registry: registry.clone(),
+        base_dev: dev.name.clone(),
+        queues: opts.queues.max(1),
+        offload: opts.offload,
+        methods,
+    });
     let queues = std::mem::take(&mut dev.queues);
-    let result = serve(&opts, &dev, queues, director, config, methods, &sigset);
-    // Teardown: rules, routes and sysctls back as they were, then the socket.
+    let result = serve(
+        &opts, &dev, queues, director, config, methods, registry, &sigset,
+    );
+    // Teardown: mark devices, rules, routes and sysctls back as they were, then the socket.
+    hooks.fwmarks.stop_all();
     if opts.routes {
         if let Err(e) = hooks.steer().teardown() {
             eprintln!("tunvs: teardown: {e}");
@@ -264,6 +290,7 @@ fn serve(
     director: Arc<Director>,
     config: Vec<adm::Command>,
     methods: Methods,
+    registry: Registry,
     sigset: &libc::sigset_t,
 ) -> Result<(), String> {
     for (i, cmd) in config.iter().enumerate() {
@@ -272,21 +299,15 @@ fn serve(
     let listener = control::bind(&opts.control)
         .map_err(|e| format!("cannot bind control socket {}: {e}", opts.control.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = Vec::new();
-    let mut counters = Vec::new();
     let nq = queues.len();
-    for (i, q) in queues.into_iter().enumerate() {
-        let pipe = Pipeline::new(director.clone(), methods);
-        counters.push(pipe.counters());
-        let stop = stop.clone();
-        let vnet = dev.vnet;
-        workers.push(
-            std::thread::Builder::new()
-                .name(format!("tunvs-q{i}"))
-                .spawn(move || worker(q, vnet, pipe, &stop))
-                .map_err(|e| e.to_string())?,
-        );
-    }
+    let workers = spawn_workers(
+        "tunvs-q",
+        queues,
+        dev.vnet,
+        || Pipeline::new(director.clone(), methods),
+        &stop,
+        &registry,
+    )?;
     {
         let director = director.clone();
         let stop = stop.clone();
@@ -297,11 +318,14 @@ fn serve(
     }
     {
         let director = director.clone();
-        let counters: Vec<Arc<Counters>> = counters.clone();
+        let registry = registry.clone();
         std::thread::Builder::new()
             .name("tunvs-control".into())
             .spawn(move || {
-                control::serve(listener, |req| handle_request(&director, &counters, req))
+                control::serve(listener, |req| {
+                    let counters = registry.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    handle_request(&director, &counters, req)
+                })
             })
             .map_err(|e| e.to_string())?;
     }
@@ -320,6 +344,32 @@ fn serve(
         let _ = w.join();
     }
     Ok(())
+}
+
+/// Start one worker thread per queue, each with its own pipeline.
+fn spawn_workers(
+    name: &str,
+    queues: Vec<Queue>,
+    vnet: bool,
+    pipeline: impl Fn() -> Pipeline,
+    stop: &Arc<AtomicBool>,
+    registry: &Registry,
+) -> Result<Vec<JoinHandle<()>>, String> {
+    let mut workers = Vec::new();
+    for (i, q) in queues.into_iter().enumerate() {
+        let pipe = pipeline();
+        registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pipe.counters());
+        let stop = stop.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("{name}{i}"))
+            .spawn(move || worker(q, vnet, pipe, &stop))
+            .map_err(|e| format!("cannot start a worker thread: {e}"))?;
+        workers.push(h);
+    }
+    Ok(workers)
 }
 
 fn handle_request(dir: &Director, counters: &[Arc<Counters>], req: Request) -> Response {

@@ -97,6 +97,17 @@ pub enum Change {
 /// means every port.
 pub type Endpoint = (Proto, IpAddr, u16);
 
+/// Largest firewall mark tunvs can steer: each mark gets its own routing
+/// table, `table + mark`.
+pub const MAX_FWMARK: u32 = 65535;
+
+/// What steering one firewall mark into its own device installed.
+#[derive(Clone, Debug)]
+struct FwmarkSteer {
+    rule: Rule,
+    changes: Vec<Change>,
+}
+
 /// The steering manager: policy rules, routes and sysctls for one device.
 #[derive(Debug)]
 pub struct Steering {
@@ -110,6 +121,7 @@ pub struct Steering {
     families: Vec<Family>,
     changes: Vec<Change>,
     services: BTreeMap<Endpoint, Rule>,
+    fwmarks: BTreeMap<(u32, bool), FwmarkSteer>,
     replies: BTreeMap<Endpoint, (Rule, usize)>,
 }
 
@@ -146,6 +158,7 @@ impl Steering {
             families: Vec::new(),
             changes: Vec::new(),
             services: BTreeMap::new(),
+            fwmarks: BTreeMap::new(),
             replies: BTreeMap::new(),
         })
     }
@@ -297,11 +310,134 @@ impl Steering {
         Ok(())
     }
 
+    /// The routing table of firewall mark `mark`.
+    pub fn fwmark_table(&self, mark: u32) -> u32 {
+        self.table + mark
+    }
+
+    /// The rule [`Steering::add_fwmark`] installs.
+    pub fn fwmark_rule(&self, mark: u32, v6: bool) -> Rule {
+        let fam = if v6 { Family::V6 } else { Family::V4 };
+        Rule::lookup(fam, self.fwmark_table(mark))
+            .pref(self.service_pref())
+            .fwmark(mark, u32::MAX)
+    }
+
+    /// Steers packets carrying firewall mark `mark` into their own device
+    /// (`dev_ifindex`/`dev_name`): a firewall-mark service (`-f`). The daemon
+    /// knows the mark from the device a packet came from, since a TUN reader
+    /// cannot see `skb->mark`. Installs `default dev DEV table T+mark`, the
+    /// device sysctls, and `fwmark MARK lookup T+mark` ahead of the local table.
+    pub fn add_fwmark(
+        &mut self,
+        mark: u32,
+        v6: bool,
+        dev_ifindex: u32,
+        dev_name: &str,
+    ) -> io::Result<()> {
+        if mark == 0 || mark > MAX_FWMARK {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("firewall mark {mark}: tunvs steers marks 1 to {MAX_FWMARK}"),
+            ));
+        }
+        if self.fwmarks.contains_key(&(mark, v6)) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("firewall mark {mark} is already steered"),
+            ));
+        }
+        let fam = if v6 { Family::V6 } else { Family::V4 };
+        self.ensure_family(fam)?;
+        // Record this mark's own changes apart, so removing the service undoes them.
+        let outer = std::mem::take(&mut self.changes);
+        let res = self.install_fwmark(mark, fam, dev_ifindex, dev_name);
+        let own = std::mem::replace(&mut self.changes, outer);
+        match res {
+            Ok(rule) => {
+                self.fwmarks
+                    .insert((mark, v6), FwmarkSteer { rule, changes: own });
+                Ok(())
+            }
+            Err(e) => {
+                for c in own.iter().rev() {
+                    let _ = self.undo(c);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn install_fwmark(
+        &mut self,
+        mark: u32,
+        fam: Family,
+        ifindex: u32,
+        dev: &str,
+    ) -> io::Result<Rule> {
+        self.nl.link_set_up(ifindex, true)?;
+        let route = Route::default_dev(fam, ifindex, self.fwmark_table(mark));
+        self.nl.route_replace(&route)?;
+        self.changes.push(Change::RouteAdded(route));
+        if fam == Family::V4 {
+            self.ensure_sysctl(&sysctl::conf_key(Family::V4, dev, "accept_local"), "1")?;
+            let rp_dev = sysctl::conf_key(Family::V4, dev, "rp_filter");
+            let rp_all: u32 = sysctl::read("net.ipv4.conf.all.rp_filter")?
+                .parse()
+                .unwrap_or(0);
+            let rp_cur: u32 = sysctl::read(&rp_dev)?.parse().unwrap_or(0);
+            if rp_all.max(rp_cur) == 1 {
+                self.ensure_sysctl(&rp_dev, "2")?;
+            }
+        }
+        let rule = self.fwmark_rule(mark, fam == Family::V6);
+        self.nl.rule_add(&rule)?;
+        Ok(rule)
+    }
+
+    /// Removes what [`Steering::add_fwmark`] installed for `mark`.
+    pub fn del_fwmark(&mut self, mark: u32, v6: bool) -> io::Result<()> {
+        let Some(f) = self.fwmarks.remove(&(mark, v6)) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("firewall mark {mark} is not steered"),
+            ));
+        };
+        let mut first = self.del_rule(&f.rule).err();
+        for c in f.changes.iter().rev() {
+            if let Err(e) = self.undo(c) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// `--no-routes`: the commands equivalent to [`Steering::add_fwmark`].
+    pub fn describe_fwmark(&self, mark: u32, v6: bool, dev_name: &str) -> Vec<String> {
+        let fam = if v6 { Family::V6 } else { Family::V4 };
+        let dev = sh_word(dev_name);
+        let route = Route::default_dev(fam, 0, self.fwmark_table(mark));
+        let ip = if v6 { "ip -6" } else { "ip" };
+        vec![
+            format!("ip link set dev {dev} up"),
+            format!("{ip} route replace {}", route.ip_args(&dev)),
+            sysctl::command(&sysctl::conf_key(Family::V4, dev_name, "accept_local"), "1"),
+            sysctl::command(&sysctl::conf_key(Family::V4, dev_name, "rp_filter"), "2"),
+            rule_command("add", &self.fwmark_rule(mark, v6)),
+        ]
+    }
+
     /// Removes everything this manager added, in reverse order, puts the
     /// local rule back and restores the sysctls. Best effort: it goes on after
     /// an error and returns the first one. Calling it again does nothing.
     pub fn teardown(&mut self) -> io::Result<()> {
         let mut first: Option<io::Error> = None;
+        let fwmarks: Vec<(u32, bool)> = self.fwmarks.keys().copied().collect();
+        for (mark, v6) in fwmarks {
+            if let Err(e) = self.del_fwmark(mark, v6) {
+                first.get_or_insert(e);
+            }
+        }
         let replies = std::mem::take(&mut self.replies);
         let services = std::mem::take(&mut self.services);
         for rule in replies.values().map(|(r, _)| r).chain(services.values()) {
@@ -492,7 +628,11 @@ impl Steering {
 
     /// A rule that looks up our table (ours by definition).
     fn is_ours(&self, r: &Rule) -> bool {
-        r.action == super::rule::RuleAction::ToTable && r.table == self.table
+        r.action == super::rule::RuleAction::ToTable
+            && (r.table == self.table
+                || (r.fwmark.is_some()
+                    && r.table > self.table
+                    && r.table <= self.table + MAX_FWMARK))
     }
 
     /// Prepares a family for its first service or real server.

@@ -298,3 +298,100 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     std::io::Read::read_exact(&mut f, &mut v).expect("urandom");
     v
 }
+
+/// The NAT lab topology (netns-lab/nat): client 12.0.0.10, director 12.0.0.1
+/// (and 192.168.168.50 on a bridge), real servers 192.168.168.10 and .20
+/// whose HTTP servers on ports 80 and 8080 answer `this is nginx1` / `nginx2`.
+pub fn nat_lab_topology(lab: &mut Lab) {
+    for n in ["client", "director", "rs1", "rs2"] {
+        lab.add_ns(n);
+    }
+    lab.veth("client", "eth0", "director", "eth0");
+    lab.exec_ok(
+        "client",
+        &["ip", "addr", "add", "12.0.0.10/24", "dev", "eth0"],
+    );
+    lab.exec_ok(
+        "client",
+        &["ip", "route", "add", "default", "via", "12.0.0.1"],
+    );
+    lab.exec_ok(
+        "director",
+        &["ip", "addr", "add", "12.0.0.1/24", "dev", "eth0"],
+    );
+    lab.exec_ok("director", &["ip", "link", "add", "lan0", "type", "bridge"]);
+    lab.exec_ok("director", &["ip", "link", "set", "lan0", "up"]);
+    lab.exec_ok(
+        "director",
+        &["ip", "addr", "add", "192.168.168.50/24", "dev", "lan0"],
+    );
+    lab.exec_ok("director", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    for (i, rs) in ["rs1", "rs2"].iter().enumerate() {
+        let port = format!("{rs}p");
+        let addr = format!("192.168.168.{}", 10 * (i + 1));
+        lab.veth(rs, "eth0", "director", &port);
+        lab.exec_ok("director", &["ip", "link", "set", &port, "master", "lan0"]);
+        lab.exec_ok(
+            rs,
+            &["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"],
+        );
+        lab.exec_ok(
+            rs,
+            &["ip", "route", "add", "default", "via", "192.168.168.50"],
+        );
+        let name = format!("nginx{}", i + 1);
+        let reply = lab.tmp.join(format!("reply-{name}.sh"));
+        std::fs::write(
+            &reply,
+            format!(
+                "#!/bin/sh\ncr=$(printf '\\r')\nwhile IFS= read -r l; do l=${{l%$cr}}; [ -z \"$l\" ] && break; done\n\
+                 printf 'HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nthis is {name}\\n'\n"
+            ),
+        )
+        .unwrap();
+        must(&["chmod", "+x", &reply.to_string_lossy()]);
+        for p in ["80", "8080"] {
+            lab.spawn(
+                rs,
+                &[
+                    "socat",
+                    &format!("TCP4-LISTEN:{p},bind={addr},reuseaddr,fork"),
+                    &format!("EXEC:{}", reply.to_string_lossy()),
+                ],
+                None,
+            );
+        }
+    }
+    for (rs, addr) in [("rs1", "192.168.168.10"), ("rs2", "192.168.168.20")] {
+        lab.wait_until(&format!("{rs}'s HTTP servers"), 10, || {
+            let o = lab.exec(
+                "director",
+                &[
+                    "curl",
+                    "-s",
+                    "--max-time",
+                    "1",
+                    &format!("http://{addr}:8080/"),
+                ],
+            );
+            let o2 = lab.exec(
+                "director",
+                &["curl", "-s", "--max-time", "1", &format!("http://{addr}/")],
+            );
+            o.status.success() && o2.status.success()
+        });
+    }
+}
+
+/// One HTTP request from namespace `n`; the body's first line, or "failed".
+pub fn http_get(lab: &Lab, n: &str, url: &str) -> String {
+    let o = lab.exec(n, &["curl", "-s", "--max-time", "3", url]);
+    if !o.status.success() {
+        return "failed".into();
+    }
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
