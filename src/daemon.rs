@@ -285,8 +285,7 @@ pub fn run(opts: RunOpts) -> Result<(), String> {
 
 fn serve(
     opts: &RunOpts,
-    dev: &Device,
-    queues: Vec<Queue>,
+    dev: &mut Device,
     director: Arc<Director>,
     config: Vec<adm::Command>,
     methods: Methods,
@@ -299,6 +298,7 @@ fn serve(
     let listener = control::bind(&opts.control)
         .map_err(|e| format!("cannot bind control socket {}: {e}", opts.control.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
+    let queues = std::mem::take(&mut dev.queues);
     let nq = queues.len();
     let workers = spawn_workers(
         "tunvs-q",
