@@ -268,9 +268,8 @@ pub fn run(opts: RunOpts) -> Result<(), String> {
         offload: opts.offload,
         methods,
     });
-    let queues = std::mem::take(&mut dev.queues);
     let result = serve(
-        &opts, &dev, queues, director, config, methods, registry, &sigset,
+        &opts, &mut dev, director, config, methods, registry, &sigset,
     );
     // Teardown: mark devices, rules, routes and sysctls back as they were, then the socket.
     hooks.fwmarks.stop_all();
