@@ -12,6 +12,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod director;
+pub mod host;
 pub mod netcfg;
 pub mod packet;
 pub mod sched;
