@@ -401,7 +401,7 @@ impl L2Pipeline {
     }
 
     /// Give an Ethernet frame to smoltcp and send what it answers.
-    fn to_host(
+    fn give_host(
         &mut self,
         now: u64,
         eth_frame_start: usize,
@@ -447,7 +447,7 @@ impl L2Pipeline {
             }
         }
         if for_dip {
-            self.to_host(now, off, buf, emit);
+            self.give_host(now, off, buf, emit);
             return L2Verdict::Consumed;
         }
         if op == 1 && tpa != spa && self.dir.is_vip(tpa) {
@@ -547,13 +547,13 @@ impl L2Pipeline {
             // Broadcast/multicast IP: only IPv6 neighbour discovery
             // (ICMPv6) is of interest, for smoltcp's addresses.
             if v6 && proto == crate::packet::PROTO_ICMPV6 {
-                self.to_host(now, off, buf, emit);
+                self.give_host(now, off, buf, emit);
                 return L2Verdict::Consumed;
             }
             return L2Verdict::Drop(L2Drop::NotForUs);
         }
         if self.cfg.is_dip(dst) {
-            self.to_host(now, off, buf, emit);
+            self.give_host(now, off, buf, emit);
             return L2Verdict::Consumed;
         }
         if !v6 && proto == crate::packet::PROTO_ICMP && self.dir.is_vip(dst) {
@@ -561,7 +561,7 @@ impl L2Pipeline {
                 return v;
             }
         }
-        self.to_pipeline(now, buf, emit)
+        self.run_pipeline(now, buf, emit)
     }
 
     /// Answer an ICMP echo request to a VIP in place; `None` if it is not one.
@@ -610,7 +610,7 @@ impl L2Pipeline {
 
     /// Run the IP pipeline on the IP part of the frame, then give what it
     /// forwards its Ethernet header.
-    fn to_pipeline(
+    fn run_pipeline(
         &mut self,
         now: u64,
         buf: &mut PacketBuf,
