@@ -319,6 +319,11 @@ impl L2Pipeline {
         &self.pipe
     }
 
+    /// The shared neighbour table.
+    pub fn neigh(&self) -> &NeighTable {
+        &self.neigh
+    }
+
     /// This worker's L2 counters.
     pub fn counters(&self) -> Arc<L2Counters> {
         self.counters.clone()
