@@ -127,7 +127,10 @@ fn established_dr_and_nat_flows_do_not_allocate() {
         buf.set(syn);
         assert_eq!(l2.handle(1, &mut buf, &mut sink), L2Verdict::Forward);
     }
-    assert!(allocs() > start, "a new connection allocates: the counter works");
+    assert!(
+        allocs() > start,
+        "a new connection allocates: the counter works"
+    );
     let before = allocs();
     for i in 0..1000u64 {
         for (_, data) in &frames {

@@ -311,9 +311,8 @@ pub fn dr_apply(vip: IpAddr, dev: &str, state_dir: &Path) -> Result<Vec<String>,
     };
     fs::create_dir_all(state_dir).map_err(|e| {
         format!(
-            "{}: {}",
-            explain(&format!("cannot create {}", state_dir.display()), e),
-            "or choose another place with --state-dir"
+            "{}, or keep the record elsewhere with --state-dir",
+            explain(&format!("cannot create {}", state_dir.display()), e)
         )
     })?;
     let before = changes.len();
