@@ -54,6 +54,8 @@ pub struct RunOpts {
     pub config: Option<PathBuf>,
     /// Routing table for steering.
     pub table: u32,
+    /// Tap mode: the director's addresses, gateway, bridge, MAC.
+    pub tap: crate::tap_daemon::TapOpts,
 }
 
 /// Size of the virtio-net header (for the record; the pipeline splits it).
@@ -173,7 +175,8 @@ impl Hooks for SteerHooks {
         (!ok).then(|| {
             format!(
                 "tunvs: warning: forwarding method {} ({flag}) is not available yet on {} (tun mode); \
-                 connections scheduled to {} are dropped and counted as method_unavailable. Use -m (NAT).",
+                 connections scheduled to {} are dropped and counted as method_unavailable. Use -m (NAT), \
+                 or run tunvs with --device tap for -g.",
                 d.fwd.name(),
                 self.dev,
                 d.addr
@@ -198,7 +201,7 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-fn wait_signal(set: &libc::sigset_t) -> i32 {
+pub(crate) fn wait_signal(set: &libc::sigset_t) -> i32 {
     let mut sig: libc::c_int = 0;
     // SAFETY: `set` was initialised by block_signals and `sig` is a valid
     // out-pointer for the duration of the call.
@@ -225,10 +228,7 @@ pub fn run(opts: RunOpts) -> Result<(), String> {
         None => Vec::new(),
     };
     if opts.kind == DeviceKind::Tap {
-        return Err(
-            "--device tap is not available yet (it comes with direct routing); use --device tun"
-                .into(),
-        );
+        return crate::tap_daemon::run(&opts, config, &sigset);
     }
     let mut dev = Device::open(&DeviceConfig {
         name: opts.dev.clone(),
@@ -396,11 +396,18 @@ fn handle_request(dir: &Director, counters: &[Arc<Counters>], req: Request) -> R
 }
 
 fn housekeeping(dir: &Director, stop: &AtomicBool) {
+    housekeeping_with(dir, stop, &|_| {});
+}
+
+/// The once-a-second housekeeping loop, with `extra` work (tap mode: the
+/// neighbour table's expiry) run on every tick.
+pub(crate) fn housekeeping_with(dir: &Director, stop: &AtomicBool, extra: &dyn Fn(u64)) {
     let mut n: u64 = 0;
     while !stop.load(Relaxed) {
         std::thread::sleep(Duration::from_secs(1));
         n += 1;
         dir.tick(dir.now_ms());
+        extra(dir.now_ms());
         if n.is_multiple_of(2) {
             dir.estimate_tick();
         }

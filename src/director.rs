@@ -252,6 +252,13 @@ impl Director {
         None
     }
 
+    /// True when `addr` is the address of a virtual service (tap mode
+    /// answers ARP and ICMP echo for it).
+    pub fn is_vip(&self, addr: IpAddr) -> bool {
+        let s = self.services.read().unwrap_or_else(|e| e.into_inner());
+        s.by_addr.keys().any(|&(_, a, _)| a == addr)
+    }
+
     /// The fwmark service with this mark.
     pub fn find_fwmark(&self, mark: u32, v6: bool) -> Option<Arc<Service>> {
         let s = self.services.read().unwrap_or_else(|e| e.into_inner());

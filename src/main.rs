@@ -1,7 +1,9 @@
 //! The `tunvs` binary: `tunvs run` (the daemon), `tunvs adm` (ipvsadm),
-//! `tunvs drops` (data-path counters). Invoked as `ipvsadm`, it is `tunvs adm`.
+//! `tunvs drops` (data-path counters), `tunvs realserver` (real-server
+//! helpers). Invoked as `ipvsadm`, it is `tunvs adm`.
 
 use std::io::{Read, Write};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,13 +28,14 @@ struct Cli {
 enum DevArg {
     /// L3 device: NAT (and later tunnelling).
     Tun,
-    /// L2 device: direct routing (coming).
+    /// L2 device: direct routing and NAT; needs --address.
     Tap,
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the daemon.
+    #[command(after_help = RUN_HELP)]
     Run {
         /// Device mode.
         #[arg(long, value_enum, default_value = "tun")]
@@ -55,9 +58,26 @@ enum Cmd {
         /// Start with the services of this `ipvsadm -S` rules file.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Routing table that steers service traffic into the device.
+        /// Routing table that steers service traffic into the device (tun mode).
         #[arg(long, default_value_t = tunvs::netcfg::steer::DEFAULT_TABLE)]
         table: u32,
+        /// Tap mode: the director's own address on the LAN (the DIP), repeatable.
+        #[arg(long = "address", value_name = "ADDR/PREFIX", value_parser = tunvs::tap_daemon::parse_cidr)]
+        addresses: Vec<(IpAddr, u8)>,
+        /// Tap mode: next hop for destinations beyond the --address prefixes (NAT clients).
+        #[arg(long, value_name = "IP")]
+        gateway: Option<IpAddr>,
+        /// Tap mode: enslave the TAP device to this (existing) bridge.
+        #[arg(long, value_name = "BR")]
+        bridge: Option<String>,
+        /// Tap mode: the director's MAC [default: derived from --dev and --address].
+        #[arg(long, value_name = "MAC", value_parser = tunvs::tap_daemon::parse_mac)]
+        mac: Option<[u8; 6]>,
+    },
+    /// Helpers for real servers (direct routing settings).
+    Realserver {
+        #[command(subcommand)]
+        cmd: RealserverCmd,
     },
     /// The ipvsadm command line: `tunvs adm [--control PATH] -A -t VIP:80 -s rr`.
     #[command(disable_help_flag = true)]
@@ -73,6 +93,50 @@ enum Cmd {
         control: Option<String>,
     },
 }
+
+#[derive(Subcommand, Debug)]
+enum RealserverCmd {
+    /// Apply (or with --undo, reverse) the classic LVS-DR settings: the VIP
+    /// on lo, arp_ignore=1, arp_announce=2, strict rp_filter made loose.
+    #[command(after_help = tunvs::realserver::DR_HELP)]
+    Dr {
+        /// The virtual IP this real server serves.
+        #[arg(long, value_name = "VIP")]
+        vip: IpAddr,
+        /// Device that holds the VIP.
+        #[arg(long, default_value = "lo")]
+        dev: String,
+        /// Reverse exactly what an earlier `tunvs realserver dr --vip VIP` changed.
+        #[arg(long)]
+        undo: bool,
+        /// Where the record of the changes is kept.
+        #[arg(long, env = "TUNVS_STATE_DIR", default_value = tunvs::realserver::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+}
+
+const RUN_HELP: &str = "\
+Device modes:
+  --device tun (default)  an L3 device; tunvs installs one policy rule per
+                          service (and per NAT real server) to steer that
+                          traffic into it. Methods: NAT (-m).
+  --device tap            an L2 device: tunvs is a host on the LAN with its
+                          own MAC and the --address(es) (the DIPs), answering
+                          ARP and ping for them and for every VIP. Enslave
+                          the TAP to the real servers' bridge with --bridge
+                          (its kernel side carries no address). No rules or
+                          routes are installed: route each VIP to a DIP on
+                          the router, or let the director answer ARP for it.
+                          Methods: direct routing (-g, the ipvsadm default)
+                          and NAT (-m, next hop --gateway for clients beyond
+                          the LAN).
+
+Example (tap mode, direct routing):
+  tunvs run --device tap --dev tunvs0 --bridge br0 --address 172.16.0.1/24
+  ipvsadm -A -t 207.175.44.110:8080 -s rr
+  ipvsadm -a -t 207.175.44.110:8080 -r 172.16.0.2:8080 -g
+  # on each real server:
+  tunvs realserver dr --vip 207.175.44.110";
 
 /// `tunvs adm`: `--control PATH` (or `--control=PATH`) may lead the arguments.
 fn adm(mut args: Vec<String>) -> ExitCode {
@@ -153,7 +217,21 @@ fn main() -> ExitCode {
             control,
             config,
             table,
+            addresses,
+            gateway,
+            bridge,
+            mac,
         } => {
+            let tap = tunvs::tap_daemon::TapOpts {
+                addresses,
+                gateway,
+                bridge,
+                mac,
+            };
+            if matches!(device, DevArg::Tun) && tap != tunvs::tap_daemon::TapOpts::default() {
+                eprintln!("tunvs: --address, --gateway, --bridge and --mac are for --device tap");
+                return ExitCode::from(2);
+            }
             let opts = RunOpts {
                 kind: match device {
                     DevArg::Tun => DeviceKind::Tun,
@@ -166,6 +244,7 @@ fn main() -> ExitCode {
                 control,
                 config,
                 table,
+                tap,
             };
             match daemon::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -176,6 +255,33 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Adm { args } => adm(args),
+        Cmd::Realserver {
+            cmd:
+                RealserverCmd::Dr {
+                    vip,
+                    dev,
+                    undo,
+                    state_dir,
+                },
+        } => {
+            let r = if undo {
+                tunvs::realserver::dr_undo(vip, &dev, &state_dir)
+            } else {
+                tunvs::realserver::dr_apply(vip, &dev, &state_dir)
+            };
+            match r {
+                Ok(lines) => {
+                    for l in lines {
+                        println!("{l}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tunvs realserver dr: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Drops { control } => {
             let path = control::socket_path(control.as_deref());
             match control::call(&path, &Request::Drops) {

@@ -2,8 +2,11 @@
 //!
 //! [`pipeline`] is a function of (frame bytes, tables, clock) → verdict and is
 //! tested and benchmarked without a device; [`device`] opens the TUN/TAP
-//! queues the daemon's workers read and write.
+//! queues the daemon's workers read and write. In tap mode [`l2`] wraps the
+//! pipeline with the Ethernet layer and [`neigh`] is its neighbour table.
 pub mod buf;
 pub mod device;
 pub mod drop;
+pub mod l2;
+pub mod neigh;
 pub mod pipeline;

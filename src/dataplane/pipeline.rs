@@ -56,6 +56,14 @@ impl Methods {
         tunnel: false,
     };
 
+    /// What tap mode carries: NAT and direct routing (the L2 layer,
+    /// `dataplane::l2`, does the MAC rewrite).
+    pub const TAP: Methods = Methods {
+        masq: true,
+        route: true,
+        tunnel: false,
+    };
+
     fn allows(self, f: FwdMethod) -> bool {
         match f {
             FwdMethod::Masq => self.masq,
@@ -77,6 +85,7 @@ pub struct Pipeline {
     methods: Methods,
     fwmark: Option<u32>,
     reply: Box<[u8]>,
+    l2_dest: Option<IpAddr>,
 }
 
 impl Pipeline {
@@ -88,6 +97,7 @@ impl Pipeline {
             methods,
             fwmark: None,
             reply: vec![0u8; REPLY_MAX].into_boxed_slice(),
+            l2_dest: None,
         }
     }
 
@@ -107,6 +117,14 @@ impl Pipeline {
     /// with a zeroed virtio header in front when the frame had one.
     pub fn reply(&self) -> &[u8] {
         &self.reply
+    }
+
+    /// After `Verdict::Forward` of a direct-routing packet: the real server
+    /// it must be delivered to at L2 (the IP packet itself is unchanged).
+    /// `None` for every other verdict and method: route by the packet's
+    /// (rewritten) destination.
+    pub fn l2_dest(&self) -> Option<IpAddr> {
+        self.l2_dest
     }
 
     /// Handle one frame in place: an IP packet, preceded by a 10-byte virtio
@@ -129,6 +147,7 @@ impl Pipeline {
     }
 
     fn classify(&mut self, now: u64, frame: &mut [u8], vnet: bool) -> Verdict {
+        self.l2_dest = None;
         let (hdr_bytes, pkt) = if vnet {
             if frame.len() < VNET_HDR_LEN {
                 return Verdict::Drop(DropReason::Malformed(ParseError::BadVnetHdr));
@@ -207,6 +226,12 @@ impl Pipeline {
                 match conn.fwd.fwd {
                     FwdMethod::Masq => {
                         nat::rewrite_dst(pkt, &info, conn.daddr, conn.dport, partial)
+                    }
+                    FwdMethod::Route => {
+                        // Direct routing: the IP packet goes on untouched;
+                        // only its MAC addresses change (tap mode, L2 layer).
+                        self.l2_dest = Some(conn.daddr);
+                        Ok(())
                     }
                     _ => return Verdict::Drop(DropReason::MethodUnavailable),
                 }

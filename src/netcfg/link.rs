@@ -17,6 +17,8 @@ use super::Family;
 pub const IFLA_IFNAME: u16 = 3;
 /// `IFLA_MTU`.
 pub const IFLA_MTU: u16 = 4;
+/// `IFLA_MASTER`: the bridge (or bond) a link is enslaved to.
+pub const IFLA_MASTER: u16 = 10;
 /// `IFLA_TXQLEN`: transmit queue length.
 pub const IFLA_TXQLEN: u16 = 13;
 /// `IFA_ADDRESS`: the (peer) address.
@@ -106,6 +108,17 @@ impl Netlink {
         m.attr_u32(IFLA_TXQLEN, qlen);
         self.ack(
             &format!("ip link set {ifindex} txqueuelen {qlen}"),
+            m.finish(),
+        )
+    }
+
+    /// `ip link set dev IFINDEX master MASTER` (0: `nomaster`).
+    pub fn link_set_master(&mut self, ifindex: u32, master: u32) -> io::Result<()> {
+        let mut m = MsgBuf::new(nl::RTM_NEWLINK, nl::NLM_F_REQUEST | nl::NLM_F_ACK, 0);
+        m.push(&ifinfomsg(ifindex, 0, 0));
+        m.attr_u32(IFLA_MASTER, master);
+        self.ack(
+            &format!("ip link set {ifindex} master {master}"),
             m.finish(),
         )
     }

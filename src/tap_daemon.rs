@@ -1,0 +1,450 @@
+//! `tunvs run --device tap`: the daemon in L2 mode.
+//!
+//! tunvs opens a TAP device (virtio-net header and offloads, one queue per
+//! worker), sets it up and, with `--bridge BR`, enslaves it to that bridge:
+//! the TAP's kernel side is then just a bridge port (no address on it) and
+//! tunvs is a host on the bridge's LAN, with its own MAC and the addresses
+//! given with `--address` (the DIPs). Nothing else on the host is touched —
+//! no policy rules, no routes, no sysctls: a VIP reaches the director
+//! because the router routes it to a DIP, or because the director answers
+//! ARP for it.
+//!
+//! Each worker runs an [`L2Pipeline`] on its queue. The smoltcp interface
+//! that owns the DIPs ([`Host`]) and the neighbour table are shared; the
+//! first worker runs smoltcp's timers and announces the DIPs (gratuitous
+//! ARP) at start.
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::adm;
+use crate::control::{self, Request, Response};
+use crate::daemon::RunOpts;
+use crate::dataplane::buf::PacketBuf;
+use crate::dataplane::device::{Device, DeviceConfig, DeviceKind, Queue};
+use crate::dataplane::drop::{Counters, DropReason};
+use crate::dataplane::l2::{L2Config, L2Counters, L2Pipeline, L2Verdict};
+use crate::dataplane::neigh::{Mac, NeighTable};
+use crate::dataplane::pipeline::{Methods, Pipeline};
+use crate::director::{Director, Hooks};
+use crate::host::Host;
+use crate::netcfg::Netlink;
+use crate::service::{DestSpec, FwdMethod, SvcId};
+
+/// Packets handled per wakeup before polling again.
+const MAX_BATCH: usize = 256;
+/// Buffer: virtio header + Ethernet header + the largest GSO packet.
+pub const TAP_BUF_LEN: usize = 10 + 14 + 65536;
+/// Longest sleep of a worker (it re-checks the stop flag).
+const IDLE_MS: u64 = 200;
+
+/// The tap-mode options of `tunvs run`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TapOpts {
+    /// The director's own addresses (DIPs) with prefix lengths.
+    pub addresses: Vec<(IpAddr, u8)>,
+    /// Next hop for destinations beyond the DIPs' links.
+    pub gateway: Option<IpAddr>,
+    /// Bridge to enslave the TAP to.
+    pub bridge: Option<String>,
+    /// The director's MAC (default: derived from the device name and the
+    /// addresses, so it is stable across restarts).
+    pub mac: Option<Mac>,
+}
+
+/// Parse `ADDR/LEN` (a bare address is a host address, /32 or /128).
+pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let (a, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let addr: IpAddr = a
+        .parse()
+        .map_err(|_| format!("{s:?} is not an address (ADDR/PREFIX, e.g. 172.16.0.1/24)"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|&l| l <= max)
+            .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?,
+        None => max,
+    };
+    Ok((addr, len))
+}
+
+/// Parse a MAC `aa:bb:cc:dd:ee:ff` (unicast only).
+pub fn parse_mac(s: &str) -> Result<Mac, String> {
+    let bad = || format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)");
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut m = [0u8; 6];
+    for (o, p) in m.iter_mut().zip(parts) {
+        *o = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if m[0] & 1 != 0 {
+        return Err(format!(
+            "{s}: a group (multicast) address cannot be a host's"
+        ));
+    }
+    Ok(m)
+}
+
+/// The default MAC: locally administered, unicast, from an FNV-1a hash of
+/// the device name and the addresses (stable across restarts, so the
+/// neighbours' ARP caches stay right).
+pub fn default_mac(dev: &str, addrs: &[(IpAddr, u8)]) -> Mac {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for &x in b {
+            h ^= u64::from(x);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(dev.as_bytes());
+    for (a, l) in addrs {
+        eat(a.to_string().as_bytes());
+        eat(&[*l]);
+    }
+    let b = h.to_be_bytes();
+    [0x02, b[0], b[1], b[2], b[3], b[4]]
+}
+
+/// Format a MAC.
+pub fn mac_string(m: &Mac) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Tap mode's hooks: nothing to steer; warn about methods it cannot carry.
+#[derive(Debug)]
+struct TapHooks {
+    dev: String,
+}
+
+impl Hooks for TapHooks {
+    fn service_added(&self, id: &SvcId) -> Result<(), String> {
+        match id {
+            SvcId::Addr { .. } => Ok(()),
+            SvcId::Fwmark { .. } => {
+                Err("firewall-mark services are not available in tap mode".into())
+            }
+        }
+    }
+
+    fn dest_warning(&self, d: &DestSpec) -> Option<String> {
+        let flag = match d.fwd {
+            FwdMethod::Masq | FwdMethod::Route => return None,
+            FwdMethod::Tunnel => "-i",
+            FwdMethod::Local => "local",
+        };
+        Some(format!(
+            "tunvs: warning: forwarding method {} ({flag}) is not available yet on {} (tap mode); \
+             connections scheduled to {} are dropped and counted as method_unavailable. \
+             Use -g (direct routing) or -m (NAT).",
+            d.fwd.name(),
+            self.dev,
+            d.addr
+        ))
+    }
+}
+
+/// Run the daemon in tap mode until a signal in `sigset` arrives.
+pub(crate) fn run(
+    opts: &RunOpts,
+    config: Vec<adm::Command>,
+    sigset: &libc::sigset_t,
+) -> Result<(), String> {
+    let tap = &opts.tap;
+    if !tap.addresses.iter().any(|(a, _)| a.is_ipv4()) {
+        return Err(
+            "--device tap needs the director's own IPv4 address on the LAN (the DIP): \
+             add --address ADDR/PREFIX, e.g. --address 172.16.0.1/24"
+                .into(),
+        );
+    }
+    let mut dev = Device::open(&DeviceConfig {
+        name: opts.dev.clone(),
+        kind: DeviceKind::Tap,
+        queues: opts.queues.max(1),
+        offload: opts.offload,
+    })
+    .map_err(|e| format!("cannot open device {}: {e}", opts.dev))?;
+    let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    let mut enslaved = false;
+    if let Some(br) = &tap.bridge {
+        let master = nl.link_index(br).map_err(|e| {
+            format!("bridge {br}: {e} (create it first: ip link add {br} type bridge)")
+        })?;
+        nl.link_set_master(dev.ifindex, master)
+            .map_err(|e| format!("cannot enslave {} to bridge {br}: {e}", dev.name))?;
+        enslaved = true;
+    }
+    // A longer transmit queue avoids drops under bursts (crates-and-tun.md §5).
+    let _ = nl.link_set_txqueuelen(dev.ifindex, 5000);
+    nl.link_set_up(dev.ifindex, true)
+        .map_err(|e| format!("cannot set {} up: {e}", dev.name))?;
+
+    let director = Arc::new(Director::new());
+    director.set_hooks(Arc::new(TapHooks {
+        dev: dev.name.clone(),
+    }));
+    let mac = tap
+        .mac
+        .unwrap_or_else(|| default_mac(&dev.name, &tap.addresses));
+    let cfg = Arc::new(L2Config {
+        mac,
+        addrs: tap.addresses.clone(),
+        gateway: tap.gateway,
+        vnet: dev.vnet,
+    });
+    let now = crate::util::now_ms();
+    let host = Arc::new(Mutex::new(Host::new(
+        mac,
+        &tap.addresses,
+        tap.gateway,
+        now,
+    )?));
+    let neigh = Arc::new(NeighTable::new());
+    let queues = std::mem::take(&mut dev.queues);
+    let result = serve(
+        opts, &dev, queues, director, config, cfg, host, neigh, sigset,
+    );
+    if enslaved {
+        // A persistent device outlives us: give its port back.
+        if let Ok(ix) = nl.link_index(&dev.name) {
+            let _ = nl.link_set_master(ix, 0);
+        }
+    }
+    let _ = std::fs::remove_file(&opts.control);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    opts: &RunOpts,
+    dev: &Device,
+    queues: Vec<Queue>,
+    director: Arc<Director>,
+    config: Vec<adm::Command>,
+    cfg: Arc<L2Config>,
+    host: Arc<Mutex<Host>>,
+    neigh: Arc<NeighTable>,
+    sigset: &libc::sigset_t,
+) -> Result<(), String> {
+    for (i, cmd) in config.iter().enumerate() {
+        adm::apply(cmd, director.as_ref()).map_err(|e| format!("config command {}: {e}", i + 1))?;
+    }
+    let listener = control::bind(&opts.control)
+        .map_err(|e| format!("cannot bind control socket {}: {e}", opts.control.display()))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    let mut ip_counters = Vec::new();
+    let mut l2_counters = Vec::new();
+    let nq = queues.len();
+    for (i, q) in queues.into_iter().enumerate() {
+        let pipe = Pipeline::new(director.clone(), Methods::TAP);
+        ip_counters.push(pipe.counters());
+        let l2 = L2Pipeline::new(
+            pipe,
+            director.clone(),
+            cfg.clone(),
+            neigh.clone(),
+            host.clone(),
+            TAP_BUF_LEN,
+            i == 0,
+        );
+        l2_counters.push(l2.counters());
+        let stop = stop.clone();
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("tunvs-q{i}"))
+                .spawn(move || worker(q, l2, i == 0, &stop))
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    {
+        let director = director.clone();
+        let neigh = neigh.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("tunvs-timer".into())
+            .spawn(move || {
+                crate::daemon::housekeeping_with(&director, &stop, &|now| {
+                    neigh.expire(now);
+                })
+            })
+            .map_err(|e| e.to_string())?;
+    }
+    {
+        let director = director.clone();
+        let neigh = neigh.clone();
+        std::thread::Builder::new()
+            .name("tunvs-control".into())
+            .spawn(move || {
+                control::serve(listener, |req| {
+                    handle_request(&director, &ip_counters, &l2_counters, &neigh, req)
+                })
+            })
+            .map_err(|e| e.to_string())?;
+    }
+    let addrs: Vec<String> = cfg.addrs.iter().map(|(a, l)| format!("{a}/{l}")).collect();
+    println!(
+        "tunvs: running on {} (tap, {} queue{}, offload {}), MAC {}, address {}{}{}, control socket {}",
+        dev.name,
+        nq,
+        if nq == 1 { "" } else { "s" },
+        if dev.vnet { "on" } else { "off" },
+        mac_string(&cfg.mac),
+        addrs.join(" "),
+        cfg.gateway
+            .map(|g| format!(", gateway {g}"))
+            .unwrap_or_default(),
+        opts.tap
+            .bridge
+            .as_ref()
+            .map(|b| format!(", bridge {b}"))
+            .unwrap_or_default(),
+        opts.control.display()
+    );
+    let sig = crate::daemon::wait_signal(sigset);
+    println!("tunvs: signal {sig}, shutting down");
+    stop.store(true, Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    Ok(())
+}
+
+fn handle_request(
+    dir: &Director,
+    ip: &[Arc<Counters>],
+    l2: &[Arc<L2Counters>],
+    neigh: &NeighTable,
+    req: Request,
+) -> Response {
+    match req {
+        Request::Adm { prog, args, stdin } => {
+            let out = adm::run(&prog, &args, &stdin, dir);
+            Response {
+                code: out.code,
+                stdout: out.stdout,
+                stderr: out.stderr,
+            }
+        }
+        Request::Drops => {
+            let mut s = String::new();
+            for (name, v) in Counters::report(ip)
+                .into_iter()
+                .chain(L2Counters::report(l2))
+            {
+                s.push_str(&format!("{name:<28} {v}\n"));
+            }
+            s.push_str(&format!("{:<28} {}\n", "l2_neighbours", neigh.len()));
+            Response {
+                code: 0,
+                stdout: s,
+                stderr: String::new(),
+            }
+        }
+    }
+}
+
+/// One queue: read frames until the device is empty, handle each, write
+/// what comes out; between batches let the L2 layer send what waited.
+fn worker(q: Queue, mut l2: L2Pipeline, first: bool, stop: &AtomicBool) {
+    let write_failed = l2.pipeline().counters();
+    let mut run = || -> io::Result<()> {
+        let mut poll = Poll::new()?;
+        let fd = q.as_raw_fd();
+        poll.registry()
+            .register(&mut SourceFd(&fd), Token(0), Interest::READABLE)?;
+        let mut events = Events::with_capacity(4);
+        let mut buf = PacketBuf::new(TAP_BUF_LEN);
+        let mut send = |f: &[u8]| {
+            if q.write(f).is_err() {
+                write_failed.count_drop(DropReason::WriteFailed);
+            }
+        };
+        if first {
+            l2.announce(&mut send);
+        }
+        let mut pending = true;
+        while !stop.load(Relaxed) {
+            if !pending {
+                let now = crate::util::now_ms();
+                let wait = l2.poll_delay(now).unwrap_or(IDLE_MS).min(IDLE_MS);
+                match poll.poll(&mut events, Some(Duration::from_millis(wait))) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            pending = false;
+            for _ in 0..MAX_BATCH {
+                match buf.fill(|d| q.read(d)) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                let now = crate::util::now_ms();
+                match l2.handle(now, &mut buf, &mut send) {
+                    L2Verdict::Forward => send(buf.frame()),
+                    L2Verdict::Reply(n) => send(&l2.reply()[..n]),
+                    L2Verdict::Consumed | L2Verdict::Drop(_) => {}
+                }
+                pending = true;
+            }
+            l2.poll(crate::util::now_ms(), &mut send);
+        }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        eprintln!("tunvs: worker stopped: {e}");
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn cidrs_and_macs_parse() {
+        assert_eq!(
+            parse_cidr("172.16.0.1/24").unwrap(),
+            ("172.16.0.1".parse().unwrap(), 24)
+        );
+        assert_eq!(parse_cidr("10.0.0.1").unwrap().1, 32);
+        assert_eq!(parse_cidr("2001:db8::1/64").unwrap().1, 64);
+        assert!(parse_cidr("10.0.0.1/33").is_err());
+        assert!(parse_cidr("nope/24").is_err());
+        assert_eq!(
+            parse_mac("02:74:76:00:00:01").unwrap(),
+            [2, 0x74, 0x76, 0, 0, 1]
+        );
+        assert!(parse_mac("01:00:5e:00:00:01").is_err());
+        assert!(parse_mac("02:00:00:00:00").is_err());
+    }
+
+    #[test]
+    fn default_mac_is_stable_local_and_unicast() {
+        let a = [(IpAddr::from([172, 16, 0, 1]), 24)];
+        let m = default_mac("tunvs0", &a);
+        assert_eq!(m, default_mac("tunvs0", &a));
+        assert_ne!(m, default_mac("tunvs1", &a));
+        assert_eq!(m[0], 0x02);
+        assert_eq!(mac_string(&[2, 0xab, 0, 0, 0, 1]), "02:ab:00:00:00:01");
+    }
+}

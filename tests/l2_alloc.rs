@@ -1,0 +1,143 @@
+//! No allocation per forwarded packet in tap mode: an established
+//! direct-routing flow and a NAT flow through the L2 layer, counted by a
+//! global allocator (exemplars.md §5, "habits common to all").
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use tunvs::adm::api::Ipvs;
+use tunvs::dataplane::buf::PacketBuf;
+use tunvs::dataplane::l2::{L2Config, L2Pipeline, L2Verdict};
+use tunvs::dataplane::neigh::NeighTable;
+use tunvs::dataplane::pipeline::{Methods, Pipeline};
+use tunvs::director::Director;
+use tunvs::host::Host;
+use tunvs::packet::testutil::tcp_packet;
+use tunvs::packet::{TCP_ACK, TCP_SYN};
+use tunvs::service::{DestSpec, FwdMethod, Proto, ServiceSpec, SvcId};
+
+struct Counting;
+
+thread_local! {
+    static COUNT: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; the
+// thread-local counter does not allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn allocs() -> u64 {
+    COUNT.with(|c| c.get())
+}
+
+const OUR_MAC: [u8; 6] = [0x02, 0x74, 0x76, 0, 0, 1];
+const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
+
+fn eth(dst: [u8; 6], src: [u8; 6], payload: &[u8]) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[8, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn established_dr_and_nat_flows_do_not_allocate() {
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let dir = Arc::new(Director::new());
+    for (vip, rip, fwd) in [
+        ("207.175.44.110", "172.16.0.2", FwdMethod::Route),
+        ("207.175.44.111", "172.16.0.3", FwdMethod::Masq),
+    ] {
+        let id = SvcId::Addr {
+            proto: Proto::Tcp,
+            addr: ip(vip),
+            port: 80,
+        };
+        dir.add_service(&ServiceSpec::new(id)).unwrap();
+        let mut d = DestSpec::new(ip(rip), 80);
+        d.fwd = fwd;
+        dir.add_dest(&id, &d).unwrap();
+    }
+    let cfg = Arc::new(L2Config {
+        mac: OUR_MAC,
+        addrs: vec![(ip("172.16.0.1"), 24)],
+        gateway: Some(ip("172.16.0.254")),
+        vnet: false,
+    });
+    let host = Host::new(OUR_MAC, &cfg.addrs, cfg.gateway, 0).unwrap();
+    let neigh = Arc::new(NeighTable::new());
+    for (a, m) in [
+        ("172.16.0.2", 2u8),
+        ("172.16.0.3", 3),
+        ("172.16.0.254", 0xfe),
+    ] {
+        neigh.learn(ip(a), [2, 0, 0, 0, 0, m], 0, true);
+    }
+    let mut l2 = L2Pipeline::new(
+        Pipeline::new(dir.clone(), Methods::TAP),
+        dir.clone(),
+        cfg,
+        neigh,
+        Arc::new(Mutex::new(host)),
+        4096,
+        false,
+    );
+    let mut buf = PacketBuf::new(4096);
+    let mut frames = Vec::new();
+    for vip in ["207.175.44.110:80", "207.175.44.111:80"] {
+        let c = "10.0.0.2:40000".parse().unwrap();
+        let v = vip.parse().unwrap();
+        frames.push((
+            eth(
+                OUR_MAC,
+                ROUTER_MAC,
+                &tcp_packet(c, v, TCP_SYN, 1, 0, &[], &[]),
+            ),
+            eth(
+                OUR_MAC,
+                ROUTER_MAC,
+                &tcp_packet(c, v, TCP_ACK, 2, 1, &[], &[0x5a; 1400]),
+            ),
+        ));
+    }
+    let mut sink = |_: &[u8]| {};
+    let start = allocs();
+    for (syn, _) in &frames {
+        buf.set(syn);
+        assert_eq!(l2.handle(1, &mut buf, &mut sink), L2Verdict::Forward);
+    }
+    assert!(
+        allocs() > start,
+        "a new connection allocates: the counter works"
+    );
+    let before = allocs();
+    for i in 0..1000u64 {
+        for (_, data) in &frames {
+            buf.set(data);
+            assert_eq!(l2.handle(2 + i, &mut buf, &mut sink), L2Verdict::Forward);
+        }
+        l2.poll(2 + i, &mut sink);
+    }
+    assert_eq!(allocs() - before, 0, "allocations on established flows");
+}
