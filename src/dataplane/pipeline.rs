@@ -400,9 +400,13 @@ impl Pipeline {
             return Verdict::Drop(DropReason::Rewrite(e));
         }
         conn.touch(now);
-        match side {
-            Side::Client => conn.dest.stats.count_in(len),
-            Side::Server => conn.dest.stats.count_out(len),
+        // Related ICMP counts like the flow's packets: per dest, service and
+        // globally (spec §3.16).
+        for s in [&conn.dest.stats, &conn.svc.stats, &self.dir.stats] {
+            match side {
+                Side::Client => s.count_in(len),
+                Side::Server => s.count_out(len),
+            }
         }
         Verdict::Forward
     }
