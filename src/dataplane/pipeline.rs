@@ -171,7 +171,7 @@ impl Pipeline {
         };
         let dir = self.dir.clone();
         let conns = &dir.conns;
-        let (conn, side) = match conns.lookup(&key) {
+        let (conn, side) = match conns.lookup_live(&key, now) {
             Some((c, side)) => {
                 // A SYN on a tuple whose old connection is closing starts a new
                 // one (conn_reuse_mode=1, spec §3.10).
@@ -334,7 +334,7 @@ impl Pipeline {
             }
         };
         let conns = &self.dir.conns;
-        if let Some(t) = conns.template(&key) {
+        if let Some(t) = conns.template_live(&key, now) {
             if t.dest.is_available() {
                 t.refresh(now);
                 return Some((t.dest.clone(), Some(t)));
@@ -385,7 +385,7 @@ impl Pipeline {
             dst: emb.src,
             dport: emb.sport,
         };
-        let Some((conn, side)) = self.dir.conns.lookup(&key) else {
+        let Some((conn, side)) = self.dir.conns.lookup_live(&key, now) else {
             return Verdict::Drop(DropReason::IcmpUnrelated);
         };
         if conn.fwd.fwd != FwdMethod::Masq {
