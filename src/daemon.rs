@@ -196,11 +196,20 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
 }
 
 /// Read the `--config` rules file; reject it whole with the line and reason.
-fn load_config(path: &PathBuf) -> Result<Vec<adm::Command>, String> {
+/// Every command is also applied to a scratch director first, so errors the
+/// kernel would report (unknown scheduler, undefined service, duplicates)
+/// reject the file before anything is created.
+fn load_config(path: &PathBuf) -> Result<Vec<(usize, adm::Command)>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-    adm::parse_rules(&text)
-        .map_err(|(line, why)| format!("config {} line {line}: {why}", path.display()))
+    let at = |line: usize, why: &str| format!("config {} line {line}: {why}", path.display());
+    let cmds = adm::parse_rules_numbered(&text, &adm::Names::system())
+        .map_err(|(line, why)| at(line, &why))?;
+    let scratch = Director::new();
+    for (line, cmd) in &cmds {
+        adm::apply(cmd, &scratch).map_err(|why| at(*line, &why))?;
+    }
+    Ok(cmds)
 }
 
 /// Run the daemon until SIGTERM/SIGINT.
@@ -211,6 +220,10 @@ pub fn run(opts: RunOpts) -> Result<(), String> {
         Some(p) => load_config(p)?,
         None => Vec::new(),
     };
+    // A second daemon on the same socket must not touch anything: its
+    // steering setup would take over the running daemon's table.
+    control::check_free(&opts.control)
+        .map_err(|e| format!("cannot use control socket {}: {e}", opts.control.display()))?;
     if opts.kind == DeviceKind::Tap {
         return Err(
             "--device tap is not available yet (it comes with direct routing); use --device tun"
@@ -262,12 +275,18 @@ fn serve(
     dev: &Device,
     queues: Vec<Queue>,
     director: Arc<Director>,
-    config: Vec<adm::Command>,
+    config: Vec<(usize, adm::Command)>,
     methods: Methods,
     sigset: &libc::sigset_t,
 ) -> Result<(), String> {
-    for (i, cmd) in config.iter().enumerate() {
-        adm::apply(cmd, director.as_ref()).map_err(|e| format!("config command {}: {e}", i + 1))?;
+    let file = opts
+        .config
+        .as_deref()
+        .unwrap_or(std::path::Path::new(""))
+        .display();
+    for (line, cmd) in &config {
+        adm::apply(cmd, director.as_ref())
+            .map_err(|e| format!("config {file} line {line}: {e}"))?;
     }
     let listener = control::bind(&opts.control)
         .map_err(|e| format!("cannot bind control socket {}: {e}", opts.control.display()))?;

@@ -590,11 +590,12 @@ impl Steering {
     /// Undoes one change; what is already undone (or whose device is gone)
     /// is fine.
     fn undo(&mut self, change: &Change) -> io::Result<()> {
+        // (sysctl errors carry only the kind: a device's key vanishes with it)
         let gone = |e: &io::Error| {
             matches!(
                 errno(e),
                 Some(libc::ENOENT) | Some(libc::ESRCH) | Some(libc::ENODEV)
-            )
+            ) || e.kind() == io::ErrorKind::NotFound
         };
         let r = match change {
             Change::Sysctl(c) => c.restore(),
