@@ -460,15 +460,11 @@ fn client(ip: &str, port: u16) -> Flow {
 /// PersistConn of .10 and .11 from `--persistent-conn`.
 fn persist(v: &Virt) -> (u32, u32) {
     let out = v.adm_ok("-L -n --persistent-conn");
+    // A deleted destination is not listed: 0.
     let col = |rs: &str| -> u32 {
         out.lines()
             .find(|l| l.contains(rs))
-            .unwrap()
-            .split_whitespace()
-            .nth(3)
-            .unwrap()
-            .parse()
-            .unwrap()
+            .map_or(0, |l| l.split_whitespace().nth(3).unwrap().parse().unwrap())
     };
     (col("192.168.168.10:80"), col("192.168.168.11:80"))
 }
@@ -650,4 +646,114 @@ fn a_template_past_its_deadline_pins_nothing_even_before_the_sweep() {
     );
     v.tick(s(32));
     assert_eq!(persist(&v), (1, 0));
+}
+
+/// Persistence and destination changes (spec §3.7, §3.11): a quiescent
+/// (weight 0) destination keeps its pinned clients; a deleted one invalidates
+/// the template, so the client is scheduled afresh.
+#[test]
+fn templates_survive_weight_zero_but_not_deletion() {
+    let mut v = persistent_lab("-p 360");
+    let r10 = "192.168.168.10:80".parse().unwrap();
+    let r11 = "192.168.168.11:80".parse().unwrap();
+    assert_eq!(
+        dst_of(&v.fwd(s(1), &client("10.0.0.2", 40000).c2v(SYN))),
+        r11
+    );
+    v.adm_ok("-e -t 12.0.0.1:80 -r 192.168.168.11:80 -m -w 0");
+    // Quiescent: new clients avoid it, the pinned one still goes there.
+    assert_eq!(
+        dst_of(&v.fwd(s(2), &client("10.0.0.3", 40000).c2v(SYN))),
+        r10
+    );
+    assert_eq!(
+        dst_of(&v.fwd(s(2), &client("10.0.0.4", 40000).c2v(SYN))),
+        r10
+    );
+    assert_eq!(
+        dst_of(&v.fwd(s(3), &client("10.0.0.2", 40001).c2v(SYN))),
+        r11
+    );
+    // Deleted: the template no longer counts; 10.0.0.2 lands on .10.
+    v.adm_ok("-d -t 12.0.0.1:80 -r 192.168.168.11:80");
+    assert_eq!(
+        dst_of(&v.fwd(s(4), &client("10.0.0.2", 40002).c2v(SYN))),
+        r10
+    );
+    assert_eq!(
+        dst_of(&v.fwd(s(5), &client("10.0.0.2", 40003).c2v(SYN))),
+        r10
+    );
+    let tpls: Vec<String> = v
+        .conn_rows()
+        .into_iter()
+        .filter(|r| r.contains("10.0.0.2:0 ") && r.contains("192.168.168.10:80"))
+        .collect();
+    assert_eq!(tpls.len(), 1, "{:?}", v.conn_rows());
+    // Everything expires in the end, the deleted destination's template too.
+    v.tick(s(5 + 360));
+    v.tick(s(5 + 360 + 60));
+    assert!(v.conn_rows().is_empty(), "{:?}", v.conn_rows());
+    // Re-adding .11 revives it with its counters: its invalidated template
+    // was released (PersistConn 0), and so were its connections.
+    v.adm_ok("-a -t 12.0.0.1:80 -r 192.168.168.11:80 -m");
+    assert_eq!(persist(&v), (0, 0));
+    assert!(v
+        .adm_ok("-L -n")
+        .contains("  -> 192.168.168.11:80            Masq    1      0          0         \n"));
+}
+
+/// One-packet scheduling (`-o`, spec §3.8): every datagram is scheduled on
+/// its own, no connection stays, the counters go back to zero.
+#[test]
+fn one_packet_scheduling_leaves_no_connection() {
+    let mut v = Virt::new();
+    v.adm_ok("-A -u 12.0.0.1:53 -s rr -o");
+    v.adm_ok("-a -u 12.0.0.1:53 -r 192.168.168.10:53 -m");
+    v.adm_ok("-a -u 12.0.0.1:53 -r 192.168.168.11:53 -m");
+    let f = Flow::new("10.0.0.2:5000", "12.0.0.1:53", "0.0.0.0:0");
+    let mut got = Vec::new();
+    for i in 0..4 {
+        got.push(dst_of(&v.fwd(s(1) + i, &f.uc2v(b"q"))).ip().to_string());
+    }
+    assert_eq!(
+        got,
+        [
+            "192.168.168.11",
+            "192.168.168.10",
+            "192.168.168.11",
+            "192.168.168.10"
+        ]
+    );
+    assert!(v.conn_rows().is_empty());
+    assert_eq!(
+        v.adm_ok("-L -n"),
+        "IP Virtual Server version 1.2.1 (size=4096)\n\
+         Prot LocalAddress:Port Scheduler Flags\n\
+         \x20 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+         UDP  12.0.0.1:53 rr ops\n\
+         \x20 -> 192.168.168.10:53            Masq    1      0          0         \n\
+         \x20 -> 192.168.168.11:53            Masq    1      0          0         \n"
+    );
+    assert!(v
+        .adm_ok("-L -n --stats")
+        .contains("UDP  12.0.0.1:53                         4"));
+    // A reply has no connection to follow.
+    let (verdict, _) = v.send(s(2), &f.to("192.168.168.10:53".parse().unwrap()).ur2c(b"a"));
+    assert_eq!(verdict, Verdict::Drop(DropReason::NoMatch));
+    // A destination tun mode cannot carry (DR): dropped, and still no
+    // connection left behind in the counters.
+    v.adm_ok("-A -u 12.0.0.2:53 -s rr -o");
+    v.adm_ok("-a -u 12.0.0.2:53 -r 192.168.168.12:53 -g");
+    let g = Flow::new("10.0.0.2:5000", "12.0.0.2:53", "0.0.0.0:0");
+    for i in 0..3 {
+        let (verdict, _) = v.send(s(3) + i, &g.uc2v(b"q"));
+        assert_eq!(verdict, Verdict::Drop(DropReason::MethodUnavailable));
+    }
+    assert!(
+        v.adm_ok("-L -n -u 12.0.0.2:53")
+            .contains("  -> 192.168.168.12:53            Route   1      0          0         \n"),
+        "{}",
+        v.adm_ok("-L -n -u 12.0.0.2:53")
+    );
 }

@@ -195,6 +195,10 @@ impl Pipeline {
             return Verdict::Drop(DropReason::DestDeleted);
         }
         if !self.methods.allows(conn.fwd.fwd) {
+            if conn.is_one_packet() {
+                // Never hashed: release it now or its counters leak.
+                ConnTable::release_unhashed(&conn);
+            }
             return Verdict::Drop(DropReason::MethodUnavailable);
         }
         conn.on_packet(now, side, info.tcp_flags, &conns.timeouts);
