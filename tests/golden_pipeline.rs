@@ -613,6 +613,14 @@ fn cases() -> Vec<Case> {
             false,
         )
         .counts(u.udp_key(), 0, 1),
+        udp_out(
+            "U: answer, checksum 0, vnet header",
+            6_035,
+            u,
+            VnetFull,
+            DNS_A,
+            false,
+        ),
         udp_in("U2: query, partial", 6_040, u2, Partial, DNS_Q, true).counts(u.udp_key(), 0, 2),
         udp_out("U2: answer, partial", 6_050, u2, Partial, DNS_A, true),
         udp_in(
@@ -1304,7 +1312,7 @@ fn golden_cases_in_sequence() {
         ),
         format!(
             "UDP 10.0.0.2:5000 12.0.0.1:53 192.168.168.10:5353 UDP {}",
-            exp(6_030, 300)
+            exp(6_035, 300)
         ),
         format!(
             "UDP 10.0.0.2:5001 12.0.0.1:53 192.168.168.10:5353 UDP {}",
