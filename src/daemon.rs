@@ -20,6 +20,7 @@ use crate::dataplane::drop::Counters;
 use crate::dataplane::pipeline::{Methods, Pipeline, Verdict};
 use crate::director::{Director, Hooks};
 use crate::netcfg::steer::{Steering, DEFAULT_PREF_BASE};
+use crate::netcfg::Family;
 use crate::service::{DestSpec, FwdMethod, SvcId};
 
 /// Size of the virtio-net header in front of every packet with offloads on.
@@ -86,6 +87,9 @@ impl Hooks for SteerHooks {
         };
         let mut s = self.steer();
         if !self.apply {
+            for line in s.describe_family_once(Family::of(addr)) {
+                println!("tunvs: --no-routes: first of its family: {line}");
+            }
             println!(
                 "tunvs: --no-routes: add: {}",
                 s.describe_service(proto, addr, port)
@@ -106,7 +110,7 @@ impl Hooks for SteerHooks {
             } else {
                 println!(
                     "tunvs: --no-routes: remove: {}",
-                    s.describe_service(proto, addr, port)
+                    s.describe_service_removal(proto, addr, port)
                 );
             }
         }
@@ -119,6 +123,9 @@ impl Hooks for SteerHooks {
         let port = Self::reply_port(svc, d);
         let mut s = self.steer();
         if !self.apply {
+            for line in s.describe_family_once(Family::of(d.addr)) {
+                println!("tunvs: --no-routes: first of its family: {line}");
+            }
             println!(
                 "tunvs: --no-routes: add: {}",
                 s.describe_reply(svc.proto(), d.addr, port)
@@ -145,7 +152,7 @@ impl Hooks for SteerHooks {
         } else {
             println!(
                 "tunvs: --no-routes: remove: {}",
-                s.describe_reply(svc.proto(), d.addr, port)
+                s.describe_reply_removal(svc.proto(), d.addr, port)
             );
         }
     }
