@@ -757,3 +757,37 @@ fn one_packet_scheduling_leaves_no_connection() {
         v.adm_ok("-L -n -u 12.0.0.2:53")
     );
 }
+
+/// Related ICMP errors are translated but do not re-arm the connection's
+/// timer (kernel `ip_vs_in_icmp`/`ip_vs_out_icmp` put the conn back without
+/// touching it): a stream of errors never keeps a dead flow alive.
+#[test]
+fn icmp_errors_do_not_rearm_the_timer() {
+    use tunvs::packet::testutil::icmp_packet;
+    let mut v = nat_lab();
+    let f = tcp_flow(40000);
+    let last = drive(&mut v, &f, &[(Client, SYN)], s(1)); // SYN_RECV, 60 s
+    let quoted = tcp_flow(40000).to("192.168.168.10:80".parse().unwrap());
+    // From the real server: port unreachable about what it got (client → RS).
+    let seen = tunvs::packet::testutil::tcp_packet(quoted.client, quoted.rs, SYN, 1, 1, &[], &[]);
+    let err = icmp_packet(
+        quoted.rs.ip(),
+        quoted.client.ip(),
+        3,
+        3,
+        [0; 4],
+        &seen[..28],
+    );
+    for t in [s(30), s(50), s(60)] {
+        v.fwd(t, &err);
+    }
+    v.tick(last + s(60));
+    assert_eq!(
+        v.dir.conns.len(),
+        0,
+        "ICMP errors kept the connection alive"
+    );
+    // After expiry the same error is unrelated.
+    let (verdict, _) = v.send(last + s(61), &err);
+    assert_eq!(verdict, Verdict::Drop(DropReason::IcmpUnrelated));
+}

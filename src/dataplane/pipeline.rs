@@ -403,7 +403,8 @@ impl Pipeline {
         if let Err(e) = res {
             return Verdict::Drop(DropReason::Rewrite(e));
         }
-        conn.touch(now);
+        // No timer re-arm: the kernel only puts the conn back (ip_vs_in_icmp,
+        // __ip_vs_conn_put), so errors alone never keep a flow alive.
         // Related ICMP counts like the flow's packets: per dest, service and
         // globally (spec §3.16).
         for s in [&conn.dest.stats, &conn.svc.stats, &self.dir.stats] {
