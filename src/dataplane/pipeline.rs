@@ -190,8 +190,10 @@ impl Pipeline {
                 Err(v) => return v,
             },
         };
-        if !conn.dest.is_available() {
-            // Destination deleted: its connections are kept but not served.
+        if side == Side::Client && !conn.dest.is_available() {
+            // Destination deleted: its connections are kept but the client's
+            // packets are not served (ip_vs_in); replies still are, as the
+            // kernel's reply path (ip_vs_out) has no destination check.
             return Verdict::Drop(DropReason::DestDeleted);
         }
         if !self.methods.allows(conn.fwd.fwd) {
