@@ -245,7 +245,8 @@ impl Conn {
         self.one_packet
     }
 
-    /// Re-arm the idle timer without a state change (related ICMP).
+    /// Re-arm the idle timer without a state change (related ICMP does not:
+    /// the kernel leaves the timer alone for it).
     pub fn touch(&self, now_ms: u64) {
         self.last_seen.store(now_ms, Relaxed);
     }

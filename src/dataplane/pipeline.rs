@@ -407,6 +407,7 @@ impl Pipeline {
         }
         // No timer re-arm: the kernel only puts the conn back (ip_vs_in_icmp,
         // __ip_vs_conn_put), so errors alone never keep a flow alive.
+        //
         // Related ICMP counts like the flow's packets: per dest, service and
         // globally (spec §3.16).
         for s in [&conn.dest.stats, &conn.svc.stats, &self.dir.stats] {
