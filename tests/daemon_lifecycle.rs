@@ -128,6 +128,23 @@ impl Drop for Run {
     }
 }
 
+/// A temporary directory, removed on drop (also when the test fails).
+struct TmpDir(PathBuf);
+
+impl TmpDir {
+    fn new(tag: &str) -> TmpDir {
+        let dir = std::env::temp_dir().join(unique_prefix(tag));
+        std::fs::create_dir_all(&dir).unwrap();
+        TmpDir(dir)
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn adm_at(sock: &Path, args: &[&str]) -> AdmOut {
     let o = Command::new(TUNVS)
         .arg("adm")
@@ -446,8 +463,8 @@ fn no_routes_installs_nothing_and_prints_runnable_commands() {
 
 #[test]
 fn adm_without_a_daemon_says_it_is_not_running() {
-    let dir = std::env::temp_dir().join(unique_prefix("nd"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TmpDir::new("nd");
+    let dir = &tmp.0;
     let sock = dir.join("none.sock");
     let o = adm_at(&sock, &["-L", "-n"]);
     assert_ne!(o.code, 0);
@@ -467,13 +484,12 @@ fn adm_without_a_daemon_says_it_is_not_running() {
         .unwrap();
     assert_ne!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not running"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn help_and_version_work_without_a_daemon() {
-    let dir = std::env::temp_dir().join(unique_prefix("hv"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TmpDir::new("hv");
+    let dir = &tmp.0;
     let link = dir.join("ipvsadm");
     std::os::unix::fs::symlink(TUNVS, &link).unwrap();
     let nosock = dir.join("none.sock");
@@ -508,7 +524,6 @@ fn help_and_version_work_without_a_daemon() {
         let bad = run("--bogus");
         assert_ne!(bad.status.code(), Some(0));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
