@@ -23,6 +23,7 @@ use crate::dataplane::drop::Counters;
 use crate::dataplane::pipeline::{Methods, Pipeline, Verdict};
 use crate::director::{Director, Hooks};
 use crate::netcfg::steer::{Steering, DEFAULT_PREF_BASE};
+use crate::netcfg::Family;
 use crate::service::{DestSpec, FwdMethod, SvcId};
 
 /// Size of the virtio-net header in front of every packet with offloads on.
@@ -98,6 +99,9 @@ impl Hooks for SteerHooks {
         };
         let mut s = self.steer();
         if !self.apply {
+            for line in s.describe_family_once(Family::of(addr)) {
+                println!("tunvs: --no-routes: first of its family: {line}");
+            }
             println!(
                 "tunvs: --no-routes: add: {}",
                 s.describe_service(proto, addr, port)
@@ -121,7 +125,7 @@ impl Hooks for SteerHooks {
             } else {
                 println!(
                     "tunvs: --no-routes: remove: {}",
-                    s.describe_service(proto, addr, port)
+                    s.describe_service_removal(proto, addr, port)
                 );
             }
         }
@@ -134,6 +138,9 @@ impl Hooks for SteerHooks {
         let port = Self::reply_port(svc, d);
         let mut s = self.steer();
         if !self.apply {
+            for line in s.describe_family_once(Family::of(d.addr)) {
+                println!("tunvs: --no-routes: first of its family: {line}");
+            }
             println!(
                 "tunvs: --no-routes: add: {}",
                 s.describe_reply(svc.proto(), d.addr, port)
@@ -160,7 +167,7 @@ impl Hooks for SteerHooks {
         } else {
             println!(
                 "tunvs: --no-routes: remove: {}",
-                s.describe_reply(svc.proto(), d.addr, port)
+                s.describe_reply_removal(svc.proto(), d.addr, port)
             );
         }
     }
@@ -212,11 +219,20 @@ pub(crate) fn wait_signal(set: &libc::sigset_t) -> i32 {
 }
 
 /// Read the `--config` rules file; reject it whole with the line and reason.
-fn load_config(path: &PathBuf) -> Result<Vec<adm::Command>, String> {
+/// Every command is also applied to a scratch director first, so errors the
+/// kernel would report (unknown scheduler, undefined service, duplicates)
+/// reject the file before anything is created.
+fn load_config(path: &PathBuf) -> Result<Vec<(usize, adm::Command)>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-    adm::parse_rules(&text)
-        .map_err(|(line, why)| format!("config {} line {line}: {why}", path.display()))
+    let at = |line: usize, why: &str| format!("config {} line {line}: {why}", path.display());
+    let cmds = adm::parse_rules_numbered(&text, &adm::Names::system())
+        .map_err(|(line, why)| at(line, &why))?;
+    let scratch = Director::new();
+    for (line, cmd) in &cmds {
+        adm::apply(cmd, &scratch).map_err(|why| at(*line, &why))?;
+    }
+    Ok(cmds)
 }
 
 /// Run the daemon until SIGTERM/SIGINT.
@@ -227,6 +243,10 @@ pub fn run(opts: RunOpts) -> Result<(), String> {
         Some(p) => load_config(p)?,
         None => Vec::new(),
     };
+    // A second daemon on the same socket must not touch anything: its
+    // steering setup would take over the running daemon's table.
+    control::check_free(&opts.control)
+        .map_err(|e| format!("cannot use control socket {}: {e}", opts.control.display()))?;
     if opts.kind == DeviceKind::Tap {
         return crate::tap_daemon::run(&opts, config, &sigset);
     }
@@ -286,13 +306,19 @@ fn serve(
     opts: &RunOpts,
     dev: &mut Device,
     director: Arc<Director>,
-    config: Vec<adm::Command>,
+    config: Vec<(usize, adm::Command)>,
     methods: Methods,
     registry: Registry,
     sigset: &libc::sigset_t,
 ) -> Result<(), String> {
-    for (i, cmd) in config.iter().enumerate() {
-        adm::apply(cmd, director.as_ref()).map_err(|e| format!("config command {}: {e}", i + 1))?;
+    let file = opts
+        .config
+        .as_deref()
+        .unwrap_or(std::path::Path::new(""))
+        .display();
+    for (line, cmd) in &config {
+        adm::apply(cmd, director.as_ref())
+            .map_err(|e| format!("config {file} line {line}: {e}"))?;
     }
     let listener = control::bind(&opts.control)
         .map_err(|e| format!("cannot bind control socket {}: {e}", opts.control.display()))?;

@@ -175,9 +175,15 @@ fn adm(mut args: Vec<String>) -> ExitCode {
     match control::call(&path, &req) {
         Ok(r) => finish(r.code, &r.stdout, &r.stderr),
         Err(e) => {
+            let what = match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    "the tunvs daemon is not running"
+                }
+                _ => "cannot reach the tunvs daemon",
+            };
             eprintln!(
-                "tunvs: cannot reach the tunvs daemon at {}: {e}\n\
-                 Is it running? Start it with `tunvs run` (as root, or on a pre-created device),\n\
+                "tunvs: {what} (control socket {}: {e}).\n\
+                 Start it with `tunvs run` (as root, or on a pre-created device),\n\
                  or point at its socket with `tunvs adm --control PATH` or TUNVS_CONTROL=PATH.",
                 path.display()
             );

@@ -289,10 +289,19 @@ pub fn parse_rules(text: &str) -> Result<Vec<Command>, (usize, String)> {
 
 /// [`parse_rules`] with an explicit name database.
 pub fn parse_rules_with_names(text: &str, names: &Names) -> Result<Vec<Command>, (usize, String)> {
+    parse_rules_numbered(text, names).map(|v| v.into_iter().map(|(_, c)| c).collect())
+}
+
+/// [`parse_rules_with_names`], each command with its 1-based line number
+/// (so later errors, e.g. from a dry run, can name the line too).
+pub fn parse_rules_numbered(
+    text: &str,
+    names: &Names,
+) -> Result<Vec<(usize, Command)>, (usize, String)> {
     let mut cmds = Vec::new();
     for (n, toks) in tokenize(text) {
         match parse("ipvsadm", &toks, names) {
-            Ok(c) if is_rule(&c) => cmds.push(c),
+            Ok(c) if is_rule(&c) => cmds.push((n, c)),
             Ok(_) => return Err((n, format!("`{}' {NOT_A_RULE}", toks[0]))),
             Err(e) => return Err((n, e.message)),
         }

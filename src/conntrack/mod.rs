@@ -245,7 +245,8 @@ impl Conn {
         self.one_packet
     }
 
-    /// Re-arm the idle timer without a state change (related ICMP).
+    /// Re-arm the idle timer without a state change (related ICMP does not:
+    /// the kernel leaves the timer alone for it).
     pub fn touch(&self, now_ms: u64) {
         self.last_seen.store(now_ms, Relaxed);
     }
@@ -448,6 +449,19 @@ impl ConnTable {
         self.flows.get(key).map(|e| (e.0.clone(), e.1))
     }
 
+    /// [`ConnTable::lookup`] at `now_ms`: a connection whose idle deadline has
+    /// passed is gone, as the kernel's timer would have fired (spec §3.2); it
+    /// is unlinked now rather than at the next sweep.
+    #[inline]
+    pub fn lookup_live(&self, key: &FlowKey, now_ms: u64) -> Option<(Arc<Conn>, Side)> {
+        let (c, side) = self.lookup(key)?;
+        if c.expires_at() <= now_ms {
+            self.unlink(&c);
+            return None;
+        }
+        Some((c, side))
+    }
+
     /// Insert a new connection under its client key (and its server key for NAT).
     pub fn insert(&self, c: Arc<Conn>) {
         if c.fwd.fwd == FwdMethod::Masq {
@@ -459,6 +473,23 @@ impl ConnTable {
     /// Find a valid template.
     pub fn template(&self, key: &TemplateKey) -> Option<Arc<Conn>> {
         self.templates.get(key).map(|e| e.clone())
+    }
+
+    /// [`ConnTable::template`] at `now_ms`: a template past its deadline that
+    /// controls no connection is gone (spec §3.7) and is released now.
+    pub fn template_live(&self, key: &TemplateKey, now_ms: u64) -> Option<Arc<Conn>> {
+        let t = self.template(key)?;
+        if t.expires_at() <= now_ms && t.n_control.load(Relaxed) == 0 {
+            if self
+                .templates
+                .remove_if(key, |_, v| Arc::ptr_eq(v, &t))
+                .is_some()
+            {
+                t.dest.unbind_template();
+            }
+            return None;
+        }
+        Some(t)
     }
 
     /// Insert a template.

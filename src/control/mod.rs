@@ -152,6 +152,21 @@ pub fn socket_path(explicit: Option<&str>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
 }
 
+/// Fail with `AddrInUse` if a daemon already answers on `path` (a stale
+/// socket file is fine: [`bind`] replaces it).
+pub fn check_free(path: &Path) -> io::Result<()> {
+    if path.exists() && UnixStream::connect(path).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "a tunvs daemon is already listening on {} (use --control to pick another socket)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Bind the control socket: create its directory, refuse to steal the socket
 /// of a running daemon, replace a stale one, and set mode 0600.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
@@ -160,16 +175,8 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
             std::fs::create_dir_all(dir)?;
         }
     }
+    check_free(path)?;
     if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!(
-                    "a tunvs daemon is already listening on {} (use --control to pick another socket)",
-                    path.display()
-                ),
-            ));
-        }
         std::fs::remove_file(path)?;
     }
     let l = UnixListener::bind(path)?;

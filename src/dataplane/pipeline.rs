@@ -190,7 +190,7 @@ impl Pipeline {
         };
         let dir = self.dir.clone();
         let conns = &dir.conns;
-        let (conn, side) = match conns.lookup(&key) {
+        let (conn, side) = match conns.lookup_live(&key, now) {
             Some((c, side)) => {
                 // A SYN on a tuple whose old connection is closing starts a new
                 // one (conn_reuse_mode=1, spec §3.10).
@@ -209,11 +209,17 @@ impl Pipeline {
                 Err(v) => return v,
             },
         };
-        if !conn.dest.is_available() {
-            // Destination deleted: its connections are kept but not served.
+        if side == Side::Client && !conn.dest.is_available() {
+            // Destination deleted: its connections are kept but the client's
+            // packets are not served (ip_vs_in); replies still are, as the
+            // kernel's reply path (ip_vs_out) has no destination check.
             return Verdict::Drop(DropReason::DestDeleted);
         }
         if !self.methods.allows(conn.fwd.fwd) {
+            if conn.is_one_packet() {
+                // Never hashed: release it now or its counters leak.
+                ConnTable::release_unhashed(&conn);
+            }
             return Verdict::Drop(DropReason::MethodUnavailable);
         }
         conn.on_packet(now, side, info.tcp_flags, &conns.timeouts);
@@ -359,7 +365,7 @@ impl Pipeline {
             }
         };
         let conns = &self.dir.conns;
-        if let Some(t) = conns.template(&key) {
+        if let Some(t) = conns.template_live(&key, now) {
             if t.dest.is_available() {
                 t.refresh(now);
                 return Some((t.dest.clone(), Some(t)));
@@ -410,7 +416,7 @@ impl Pipeline {
             dst: emb.src,
             dport: emb.sport,
         };
-        let Some((conn, side)) = self.dir.conns.lookup(&key) else {
+        let Some((conn, side)) = self.dir.conns.lookup_live(&key, now) else {
             return Verdict::Drop(DropReason::IcmpUnrelated);
         };
         if conn.fwd.fwd != FwdMethod::Masq {
@@ -424,10 +430,16 @@ impl Pipeline {
         if let Err(e) = res {
             return Verdict::Drop(DropReason::Rewrite(e));
         }
-        conn.touch(now);
-        match side {
-            Side::Client => conn.dest.stats.count_in(len),
-            Side::Server => conn.dest.stats.count_out(len),
+        // No timer re-arm: the kernel only puts the conn back (ip_vs_in_icmp,
+        // __ip_vs_conn_put), so errors alone never keep a flow alive.
+        //
+        // Related ICMP counts like the flow's packets: per dest, service and
+        // globally (spec §3.16).
+        for s in [&conn.dest.stats, &conn.svc.stats, &self.dir.stats] {
+            match side {
+                Side::Client => s.count_in(len),
+                Side::Server => s.count_out(len),
+            }
         }
         Verdict::Forward
     }

@@ -533,6 +533,27 @@ impl Steering {
         rule_command("add", &self.reply_rule(proto, rip, rport))
     }
 
+    /// `--no-routes`: the command that undoes [`Steering::add_service`].
+    pub fn describe_service_removal(&self, proto: Proto, vip: IpAddr, vport: u16) -> String {
+        rule_command("del", &self.service_rule(proto, vip, vport))
+    }
+
+    /// `--no-routes`: the command that undoes [`Steering::add_reply`].
+    pub fn describe_reply_removal(&self, proto: Proto, rip: IpAddr, rport: u16) -> String {
+        rule_command("del", &self.reply_rule(proto, rip, rport))
+    }
+
+    /// `--no-routes`: [`Steering::describe_family`] the first time a family
+    /// is asked for, nothing afterwards (what [`Steering::add_service`] and
+    /// [`Steering::add_reply`] do once per family when they apply).
+    pub fn describe_family_once(&mut self, family: Family) -> Vec<String> {
+        if self.families.contains(&family) {
+            return Vec::new();
+        }
+        self.families.push(family);
+        self.describe_family(family)
+    }
+
     /// `--no-routes`: a complete shell script (comments and commands) for
     /// these services and real servers; the undo commands follow as comments.
     pub fn describe(&self, services: &[Endpoint], replies: &[Endpoint]) -> String {
@@ -730,11 +751,12 @@ impl Steering {
     /// Undoes one change; what is already undone (or whose device is gone)
     /// is fine.
     fn undo(&mut self, change: &Change) -> io::Result<()> {
+        // (sysctl errors carry only the kind: a device's key vanishes with it)
         let gone = |e: &io::Error| {
             matches!(
                 errno(e),
                 Some(libc::ENOENT) | Some(libc::ESRCH) | Some(libc::ENODEV)
-            )
+            ) || e.kind() == io::ErrorKind::NotFound
         };
         let r = match change {
             Change::Sysctl(c) => c.restore(),
