@@ -163,7 +163,7 @@ impl Hooks for TapHooks {
 /// Run the daemon in tap mode until a signal in `sigset` arrives.
 pub(crate) fn run(
     opts: &RunOpts,
-    config: Vec<adm::Command>,
+    config: Vec<(usize, adm::Command)>,
     sigset: &libc::sigset_t,
 ) -> Result<(), String> {
     let tap = &opts.tap;
@@ -237,14 +237,14 @@ fn serve(
     dev: &Device,
     queues: Vec<Queue>,
     director: Arc<Director>,
-    config: Vec<adm::Command>,
+    config: Vec<(usize, adm::Command)>,
     cfg: Arc<L2Config>,
     host: Arc<Mutex<Host>>,
     neigh: Arc<NeighTable>,
     sigset: &libc::sigset_t,
 ) -> Result<(), String> {
-    for (i, cmd) in config.iter().enumerate() {
-        adm::apply(cmd, director.as_ref()).map_err(|e| format!("config command {}: {e}", i + 1))?;
+    for (line, cmd) in &config {
+        adm::apply(cmd, director.as_ref()).map_err(|e| format!("config line {line}: {e}"))?;
     }
     let listener = control::bind(&opts.control)
         .map_err(|e| format!("cannot bind control socket {}: {e}", opts.control.display()))?;
