@@ -776,8 +776,17 @@ fn reopening_a_persistent_device_without_offload_clears_the_mask() {
         let mut cfg = DeviceConfig::new("tvsp0", DeviceKind::Tun);
 
         let dev = Device::open(&cfg).unwrap();
-        sock.send_to(b"partial", "10.210.0.2:9").unwrap();
-        let (hdr, pkt) = read_matching(&dev, is_probe);
+        // Attaching turns the carrier on asynchronously: a datagram sent in
+        // between is dropped by the kernel, so send again until one arrives.
+        let mut buf = vec![0u8; 65536 + VNET_HDR_LEN];
+        let frame = (0..50)
+            .find_map(|_| {
+                let _ = sock.send_to(b"partial", "10.210.0.2:9");
+                let p = read_some_raw(&dev, &mut buf, Duration::from_millis(100))?;
+                is_probe(&p[VNET_HDR_LEN..]).then_some(p)
+            })
+            .expect("probe packet");
+        let (hdr, pkt) = frame.split_at(VNET_HDR_LEN);
         assert_eq!(hdr[0] & 1, 1, "NEEDS_CSUM expected with offload: {hdr:?}");
         assert!(
             !udp4_checksum_ok(&pkt),
@@ -787,11 +796,13 @@ fn reopening_a_persistent_device_without_offload_clears_the_mask() {
 
         cfg.offload = false;
         let dev = Device::open(&cfg).unwrap();
-        sock.send_to(b"complete", "10.210.0.2:9").unwrap();
+        // Reattaching turns the carrier back on asynchronously: a datagram sent
+        // in between is dropped by the kernel, so send again until one arrives.
         let mut buf = vec![0u8; 65536];
-        let pkt = (0..20)
+        let pkt = (0..50)
             .find_map(|_| {
-                let p = read_any_raw(&dev, &mut buf);
+                let _ = sock.send_to(b"complete", "10.210.0.2:9");
+                let p = read_some_raw(&dev, &mut buf, Duration::from_millis(100))?;
                 is_probe(&p).then_some(p)
             })
             .expect("probe packet");
@@ -803,7 +814,26 @@ fn reopening_a_persistent_device_without_offload_clears_the_mask() {
     });
 }
 
+/// Reads one packet (no vnet header expected) from any queue within `wait`.
+fn read_some_raw(dev: &Device, buf: &mut [u8], wait: Duration) -> Option<Vec<u8>> {
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        for q in &dev.queues {
+            match q.read(buf) {
+                Ok(n) => return Some(buf[..n].to_vec()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("reading the tun: {e}"),
+            }
+        }
+        dev.queues[0]
+            .wait_readable(Some(Duration::from_millis(10)))
+            .unwrap();
+    }
+    None
+}
+
 /// Reads one packet (no vnet header expected) from any queue.
+#[allow(dead_code)]
 fn read_any_raw(dev: &Device, buf: &mut [u8]) -> Vec<u8> {
     for _ in 0..200 {
         for q in &dev.queues {
