@@ -277,9 +277,9 @@ fn a_bad_config_file_is_rejected_whole_and_nothing_is_created() {
         // Accepted by ipvsadm, refused by tun mode: found only once the
         // device exists; everything made so far must be undone.
         (
-            "-A -t 12.0.0.1:80 -s rr\n-a -t 12.0.0.1:80 -r 192.168.168.10:80 -m\n-A -f 1 -s rr\n",
+            "-A -t 12.0.0.1:80 -s rr\n-a -t 12.0.0.1:80 -r 192.168.168.10:80 -m\n-A -f 70000 -s rr\n",
             "line 3",
-            "firewall-mark services are not available",
+            "tunvs steers marks 1 to 65535",
         ),
     ];
     for (i, (text, line, reason)) in cases.iter().enumerate() {

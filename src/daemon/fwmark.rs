@@ -14,7 +14,7 @@ use super::{spawn_workers, Registry};
 use crate::dataplane::device::{Device, DeviceConfig, DeviceKind};
 use crate::dataplane::pipeline::{Methods, Pipeline};
 use crate::director::Director;
-use crate::netcfg::steer::Steering;
+use crate::netcfg::steer::{Steering, MAX_FWMARK};
 
 /// What every mark device is opened and run with.
 #[derive(Debug)]
