@@ -73,6 +73,11 @@ impl FwmarkDevices {
         steering: &mut Steering,
         apply: bool,
     ) -> Result<(), String> {
+        if mark == 0 || mark > MAX_FWMARK {
+            return Err(format!(
+                "firewall mark {mark}: tunvs steers marks 1 to {MAX_FWMARK} (each gets routing table --table + MARK)"
+            ));
+        }
         let ctx = self
             .ctx
             .get()
