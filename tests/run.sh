@@ -11,4 +11,4 @@ if [ "$(id -u)" != 0 ]; then
 fi
 netns-lab/deps.sh
 # One build shared by every test binary; the e2e tests use the same binary.
-cargo test --all-targets --no-fail-fast -- --test-threads=2
+cargo test --all-targets --no-fail-fast
