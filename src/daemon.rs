@@ -18,6 +18,8 @@ use crate::dataplane::buf::PacketBuf;
 use crate::dataplane::device::{Device, DeviceConfig, DeviceKind, Queue};
 use crate::dataplane::drop::Counters;
 use crate::dataplane::pipeline::{Methods, Pipeline, Verdict};
+use crate::dataplane::xmit_tunnel::{TunnelRoutes, TunnelTx};
+use crate::dataplane::{tunnel_icmp, tunnel_route};
 use crate::director::{Director, Hooks};
 use crate::netcfg::steer::{Steering, DEFAULT_PREF_BASE};
 use crate::service::{DestSpec, FwdMethod, SvcId};
@@ -62,6 +64,7 @@ struct SteerHooks {
     apply: bool,
     methods: Methods,
     dev: String,
+    routes: Arc<TunnelRoutes>,
 }
 
 impl SteerHooks {
@@ -113,6 +116,16 @@ impl Hooks for SteerHooks {
     }
 
     fn dest_added(&self, svc: &SvcId, d: &DestSpec) -> Result<(), String> {
+        if d.fwd == FwdMethod::Tunnel && d.addr.is_ipv4() {
+            // Tunnels need no rules: ask the kernel for the route now so the
+            // first packet finds it (housekeeping refreshes it).
+            if let Err(e) = tunnel_route::resolve_into(&self.routes, d.addr) {
+                eprintln!(
+                    "tunvs: warning: no route to tunnel real server {}: {e}",
+                    d.addr
+                );
+            }
+        }
         if d.fwd != FwdMethod::Masq {
             return Ok(());
         }
@@ -151,6 +164,13 @@ impl Hooks for SteerHooks {
     }
 
     fn dest_warning(&self, d: &DestSpec) -> Option<String> {
+        if d.fwd == FwdMethod::Tunnel && d.addr.is_ipv6() {
+            return Some(format!(
+                "tunvs: warning: tunnelling to IPv6 real servers is not available yet; \
+                 connections scheduled to {} are dropped and counted as tunnel_ipv6_outer.",
+                d.addr
+            ));
+        }
         let (ok, flag) = match d.fwd {
             FwdMethod::Masq => (self.methods.masq, "-m"),
             FwdMethod::Route => (self.methods.route, "-g"),
@@ -242,11 +262,12 @@ pub fn run(opts: RunOpts) -> Result<(), String> {
         apply: opts.routes,
         methods,
         dev: dev.name.clone(),
+        routes: Arc::new(TunnelRoutes::new()),
     });
     let director = Arc::new(Director::new());
     director.set_hooks(hooks.clone());
     let queues = std::mem::take(&mut dev.queues);
-    let result = serve(&opts, &dev, queues, director, config, methods, &sigset);
+    let result = serve(&opts, &dev, queues, director, config, &hooks, &sigset);
     // Teardown: rules, routes and sysctls back as they were, then the socket.
     if opts.routes {
         if let Err(e) = hooks.steer().teardown() {
@@ -263,9 +284,10 @@ fn serve(
     queues: Vec<Queue>,
     director: Arc<Director>,
     config: Vec<adm::Command>,
-    methods: Methods,
+    hooks: &SteerHooks,
     sigset: &libc::sigset_t,
 ) -> Result<(), String> {
+    let (methods, routes) = (hooks.methods, hooks.routes.clone());
     for (i, cmd) in config.iter().enumerate() {
         adm::apply(cmd, director.as_ref()).map_err(|e| format!("config command {}: {e}", i + 1))?;
     }
@@ -275,8 +297,10 @@ fn serve(
     let mut workers = Vec::new();
     let mut counters = Vec::new();
     let nq = queues.len();
+    let tun_cfg = tunnel_route::host_config();
     for (i, q) in queues.into_iter().enumerate() {
-        let pipe = Pipeline::new(director.clone(), methods);
+        let pipe = Pipeline::new(director.clone(), methods)
+            .with_tunnel(TunnelTx::new(routes.clone(), tun_cfg));
         counters.push(pipe.counters());
         let stop = stop.clone();
         let vnet = dev.vnet;
@@ -290,10 +314,14 @@ fn serve(
     {
         let director = director.clone();
         let stop = stop.clone();
+        let routes = routes.clone();
         std::thread::Builder::new()
             .name("tunvs-timer".into())
-            .spawn(move || housekeeping(&director, &stop))
+            .spawn(move || housekeeping(&director, &routes, &stop))
             .map_err(|e| e.to_string())?;
+    }
+    if let Err(e) = tunnel_icmp::spawn_listener(director.clone(), routes, stop.clone()) {
+        eprintln!("tunvs: warning: ICMP errors about tunnel packets will not be handled: {e}");
     }
     {
         let director = director.clone();
@@ -346,7 +374,7 @@ fn handle_request(dir: &Director, counters: &[Arc<Counters>], req: Request) -> R
     }
 }
 
-fn housekeeping(dir: &Director, stop: &AtomicBool) {
+fn housekeeping(dir: &Director, routes: &TunnelRoutes, stop: &AtomicBool) {
     let mut n: u64 = 0;
     while !stop.load(Relaxed) {
         std::thread::sleep(Duration::from_secs(1));
@@ -354,6 +382,8 @@ fn housekeeping(dir: &Director, stop: &AtomicBool) {
         dir.tick(dir.now_ms());
         if n.is_multiple_of(2) {
             dir.estimate_tick();
+            // Routes toward tunnel real servers (source, MTU) follow the host's.
+            tunnel_route::refresh(dir, routes);
         }
     }
 }
@@ -390,6 +420,14 @@ fn worker(q: Queue, vnet: bool, mut pipe: Pipeline, stop: &AtomicBool) {
                         if q.write(buf.frame()).is_err() {
                             pipe.counters()
                                 .count_drop(crate::dataplane::drop::DropReason::WriteFailed);
+                        }
+                    }
+                    Verdict::Segments(n) => {
+                        for f in pipe.segments().into_iter().flat_map(|s| s.iter()).take(n) {
+                            if q.write(f).is_err() {
+                                pipe.counters()
+                                    .count_drop(crate::dataplane::drop::DropReason::WriteFailed);
+                            }
                         }
                     }
                     Verdict::Reply(m) => {

@@ -14,6 +14,7 @@ pub mod dataplane;
 pub mod director;
 pub mod netcfg;
 pub mod packet;
+pub mod realserver;
 pub mod sched;
 pub mod service;
 pub mod stats;

@@ -1,5 +1,6 @@
 //! The `tunvs` binary: `tunvs run` (the daemon), `tunvs adm` (ipvsadm),
-//! `tunvs drops` (data-path counters). Invoked as `ipvsadm`, it is `tunvs adm`.
+//! `tunvs drops` (data-path counters), `tunvs realserver` (real-server helpers).
+//! Invoked as `ipvsadm`, it is `tunvs adm`.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -71,6 +72,42 @@ enum Cmd {
         /// Control socket.
         #[arg(long, env = "TUNVS_CONTROL")]
         control: Option<String>,
+    },
+    /// Helpers for real servers.
+    Realserver {
+        #[command(subcommand)]
+        cmd: RealserverCmd,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TunTypeArg {
+    /// IP in IP (protocol 4).
+    Ipip,
+    /// Generic UDP Encapsulation (needs --port).
+    Gue,
+    /// GRE (protocol 47).
+    Gre,
+}
+
+#[derive(Subcommand, Debug)]
+enum RealserverCmd {
+    /// Decapsulate the director's tunnel packets in user space (no ipip/gre/fou
+    /// module needed) and hand them to the local stack through a TUN device that
+    /// owns the VIP. Runs until SIGTERM/SIGINT; SIGUSR1 prints the counters.
+    Tunnel {
+        /// The virtual IP of the service.
+        #[arg(long)]
+        vip: std::net::IpAddr,
+        /// Encapsulation, as the director's --tun-type.
+        #[arg(long = "type", value_enum, default_value = "ipip")]
+        kind: TunTypeArg,
+        /// GUE: UDP port, as the director's --tun-port.
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Name of the TUN device to create (must not exist).
+        #[arg(long, default_value = "tunvs-rs0")]
+        dev: String,
     },
 }
 
@@ -176,6 +213,33 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Adm { args } => adm(args),
+        Cmd::Realserver {
+            cmd:
+                RealserverCmd::Tunnel {
+                    vip,
+                    kind,
+                    port,
+                    dev,
+                },
+        } => {
+            let opts = tunvs::realserver::tunnel::Opts {
+                vip,
+                kind: match kind {
+                    TunTypeArg::Ipip => tunvs::realserver::tunnel::Kind::Ipip,
+                    TunTypeArg::Gue => tunvs::realserver::tunnel::Kind::Gue,
+                    TunTypeArg::Gre => tunvs::realserver::tunnel::Kind::Gre,
+                },
+                port,
+                dev,
+            };
+            match tunvs::realserver::tunnel::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tunvs realserver: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Drops { control } => {
             let path = control::socket_path(control.as_deref());
             match control::call(&path, &Request::Drops) {

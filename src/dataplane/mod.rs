@@ -7,3 +7,6 @@ pub mod buf;
 pub mod device;
 pub mod drop;
 pub mod pipeline;
+pub mod tunnel_icmp;
+pub mod tunnel_route;
+pub mod xmit_tunnel;
