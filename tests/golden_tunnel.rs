@@ -47,7 +47,7 @@ use tunvs::packet::{TCP_ACK, TCP_PSH, TCP_SYN};
 use tunvs::realserver::tunnel::{Decapsulator, Kind};
 use tunvs::service::{DestSpec, FwdMethod, Proto, ServiceSpec, SvcId, TunCsum, TunType};
 
-const SEED: u64 = 0x5eed_0f_7a11;
+const SEED: u64 = 0x005e_ed0f_7a11;
 const DIP: [u8; 4] = [172, 16, 0, 1];
 const RS: [u8; 4] = [172, 16, 0, 2];
 const RS_SMALL: [u8; 4] = [172, 16, 0, 3];
