@@ -320,8 +320,12 @@ fn serve(
             .spawn(move || housekeeping(&director, &routes, &stop))
             .map_err(|e| e.to_string())?;
     }
-    if let Err(e) = tunnel_icmp::spawn_listener(director.clone(), routes, stop.clone()) {
-        eprintln!("tunvs: warning: ICMP errors about tunnel packets will not be handled: {e}");
+    {
+        let c = Arc::new(Counters::default());
+        counters.push(c.clone());
+        if let Err(e) = tunnel_icmp::spawn_listener(director.clone(), routes, c, stop.clone()) {
+            eprintln!("tunvs: warning: ICMP errors about tunnel packets will not be handled: {e}");
+        }
     }
     {
         let director = director.clone();

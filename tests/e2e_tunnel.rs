@@ -430,9 +430,63 @@ fn bulk_through_a_router_learns_the_path_mtu_from_icmp() {
         snmp(&lab, "ns0", "Icmp", "InDestUnreachs") > 0,
         "the client never heard of the smaller path MTU"
     );
+    // tunvs relayed it (the data path's own check then has nothing to refuse).
+    assert!(drop_count(&d, "icmp_replies") > 0, "{}", d.drops());
+    assert!(drop_count(&d, "tunnel_frag_needed") > 0, "{}", d.drops());
     let max = rs.counter(&lab, "max_outer_len");
     assert!(
         (1300..=1400).contains(&max),
         "largest encapsulated packet {max}"
     );
+}
+
+/// The tun lab as a newcomer runs it: requests alternate between the IPIP and
+/// the GUE real server, the listing shows both tunnels, an upload through the
+/// smaller server-LAN MTU arrives whole, and everything is removed.
+#[test]
+fn tun_lab_balances_over_ipip_and_gue_and_uploads_through_a_smaller_mtu() {
+    require_root();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/netns-lab/tun/run.sh");
+    let o = std::process::Command::new("bash")
+        .arg(script)
+        .env("TUNVS", TUNVS)
+        .env("REQUESTS", "10")
+        .env("UPLOAD", "3000000")
+        .output()
+        .expect("run the lab");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "lab failed:\n{out}\n{err}");
+    let section = |name: &str| -> Vec<String> {
+        let start = format!("--- {name}");
+        let body = out.split(&start).nth(1).expect("section");
+        let body = body.split("--- end").next().unwrap();
+        body.lines().skip(1).map(str::to_string).collect()
+    };
+    let rr = section("rr responses");
+    assert_eq!(rr.len(), 10, "{out}");
+    for w in rr.windows(2) {
+        assert_ne!(w[0], w[1], "rr must alternate: {rr:?}");
+    }
+    assert!(
+        rr.iter().all(|l| l == "this is rs1" || l == "this is rs2"),
+        "{rr:?}"
+    );
+    assert!(out.contains("Tunnel  ipip          1"), "{out}");
+    assert!(out.contains("Tunnel  gue:6080:+c   1"), "{out}");
+    assert!(
+        out.contains("--tun-type gue --tun-port 6080 --tun-csum\n"),
+        "{out}"
+    );
+    assert_eq!(section("upload"), ["3000000"], "{out}");
+    assert!(out.contains("lab: removed namespaces"), "{out}");
+    // The helpers dropped nothing and nothing encapsulated exceeded the LAN MTU.
+    assert!(!out.contains("  drop_"), "{out}");
+    for l in out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("max_outer_len"))
+    {
+        let v: u64 = l.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(v <= 1400, "{l}");
+    }
 }

@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::conntrack::{FlowKey, Side};
+use crate::dataplane::drop::{Counters, DropReason};
+use crate::dataplane::xmit_tunnel::TunnelError;
 use crate::dataplane::xmit_tunnel::{encap_of, TunnelRoutes};
 use crate::director::Director;
 use crate::packet::csum::{checksum, fold, sum};
@@ -50,6 +52,8 @@ pub enum Outcome {
         to: Ipv4Addr,
         /// Length of the reply.
         len: usize,
+        /// True for a fragmentation-needed.
+        frag_needed: bool,
     },
 }
 
@@ -202,7 +206,11 @@ fn handle_inner(
     conn.dest.stats.count_out(n);
     conn.svc.stats.count_out(n);
     dir.stats.count_out(n);
-    Some(Outcome::Reply { to: client, len: n })
+    Some(Outcome::Reply {
+        to: client,
+        len: n,
+        frag_needed: ty == 3 && code == 4,
+    })
 }
 
 /// An ICMPv4 error of any type/code/info about `orig` (built like
@@ -258,11 +266,14 @@ fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: &T) -> 
 }
 
 /// Start the listener thread: a raw ICMP socket (types 3, 4 and 11 only) whose
-/// messages go through [`handle`], replies sent with a raw IP socket. It stops
-/// within 200 ms of `stop` being set. Needs CAP_NET_RAW.
+/// messages go through [`handle`], replies sent with a raw IP socket and counted
+/// in `counters` (`icmp_replies`; a fragmentation-needed also as
+/// `tunnel_frag_needed`). It stops within 200 ms of `stop` being set. Needs
+/// CAP_NET_RAW.
 pub fn spawn_listener(
     dir: Arc<Director>,
     routes: Arc<TunnelRoutes>,
+    counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     let rx = raw_socket(libc::IPPROTO_ICMP)?;
@@ -287,9 +298,16 @@ pub fn spawn_listener(
                     continue; // timeout, EINTR
                 }
                 let now = crate::util::now_ms();
-                if let Outcome::Reply { to, len } =
-                    handle(&dir, &routes, now, &buf[..n as usize], &mut out)
+                if let Outcome::Reply {
+                    to,
+                    len,
+                    frag_needed,
+                } = handle(&dir, &routes, now, &buf[..n as usize], &mut out)
                 {
+                    counters.replies.fetch_add(1, Relaxed);
+                    if frag_needed {
+                        counters.count_drop(DropReason::Tunnel(TunnelError::FragNeeded));
+                    }
                     let sa = libc::sockaddr_in {
                         sin_family: libc::AF_INET as libc::sa_family_t,
                         sin_port: 0,
