@@ -354,6 +354,10 @@ fn fixtures_match_independent_builders() {
 /// The provisioned director: one service per variant, each with one tunnel
 /// real server; routes as the kernel would report them.
 fn prepare() -> Pipeline {
+    prepare_parts().2
+}
+
+fn prepare_parts() -> (Arc<Director>, Arc<TunnelRoutes>, Pipeline) {
     let d = Arc::new(Director::new());
     for (port, rs, ty, tport, csum) in SERVICES {
         let id = SvcId::Addr {
@@ -382,7 +386,8 @@ fn prepare() -> Pipeline {
         port_hi: 60999,
         hash_seed: SEED,
     };
-    Pipeline::new(d, Methods::TUN).with_tunnel(TunnelTx::new(routes, cfg))
+    let p = Pipeline::new(d.clone(), Methods::TUN).with_tunnel(TunnelTx::new(routes.clone(), cfg));
+    (d, routes, p)
 }
 
 fn run(p: &mut Pipeline, input: &[u8], vnet: bool) -> (Verdict, Vec<u8>) {
@@ -482,6 +487,141 @@ fn pipeline_produces_the_golden_frames() {
     // Counters: every frame above was forwarded, one super-packet segmented.
     let c = p.counters();
     assert_eq!(c.segmented.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+/// An ICMP error from router 172.16.0.254 to the director about `outer` (an
+/// encapsulated packet we sent), quoting it whole.
+fn router_icmp(ty: u8, code: u8, rest: [u8; 4], outer: &[u8]) -> Vec<u8> {
+    icmp_packet(
+        IpAddr::V4([172, 16, 0, 254].into()),
+        IpAddr::V4(DIP.into()),
+        ty,
+        code,
+        rest,
+        outer,
+    )
+}
+
+/// The error tunvs sends the client about its own packet `orig` (as the kernel's
+/// `icmp_send` from the VIP would).
+fn client_error(ty: u8, code: u8, rest: [u8; 4], orig: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    let mut ip = Ipv4Header::new(8 + orig.len() as u16, 64, IpNumber(1), VIP, CLIENT).unwrap();
+    ip.dscp = IpDscp::try_new(0x30).unwrap();
+    ip.dont_fragment = false;
+    ip.header_checksum = ip.calc_header_checksum();
+    ip.write(&mut v).unwrap();
+    let mut icmp = vec![ty, code, 0, 0, rest[0], rest[1], rest[2], rest[3]];
+    let c = Sum16BitWords::new()
+        .add_slice(&icmp)
+        .add_slice(orig)
+        .ones_complement()
+        .to_be();
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    v.extend_from_slice(&icmp);
+    v.extend_from_slice(orig);
+    v
+}
+
+/// ICMP errors about our own tunnel packets (spec §3.13 tunnel case): the router's
+/// fragmentation-needed lowers the path MTU and becomes a fragmentation-needed to
+/// the client with the MTU left after the overhead; other errors are relayed with
+/// their type, code and info; errors about unknown tunnels, without a connection
+/// or with a bad checksum are not ours.
+#[test]
+fn icmp_errors_about_tunnel_packets_reach_the_client() {
+    use tunvs::dataplane::tunnel_icmp::{handle, Outcome};
+    let (d, routes, mut p) = prepare_parts();
+    for port in [8080, 8081, 8084] {
+        assert_eq!(run(&mut p, &syn(port), false).0, Verdict::Forward);
+    }
+    let rs = IpAddr::V4(RS.into());
+    let mut out = vec![0u8; 1500];
+    let now = 5000;
+    // IPIP, fragmentation needed, MTU 1400: client gets 1380.
+    let icmp = router_icmp(3, 4, [0, 0, 0x05, 0x78], &IPIP_SYN);
+    let o = handle(&d, &routes, now, &icmp, &mut out);
+    let want = client_error(3, 4, [0, 0, 0x05, 0x64], &syn(8080));
+    assert_eq!(
+        o,
+        Outcome::Reply {
+            to: CLIENT.into(),
+            len: want.len(),
+            frag_needed: true
+        }
+    );
+    assert_eq!(&out[..want.len()], &want[..]);
+    assert_eq!(
+        routes.get(rs).unwrap().resolved(now),
+        Some((DIP.into(), 1400))
+    );
+    // GUE: the real overhead (32) comes off.
+    let icmp = router_icmp(3, 4, [0, 0, 0x05, 0x50], &GUE_NOCSUM_SYN);
+    let o = handle(&d, &routes, now, &icmp, &mut out);
+    let want = client_error(3, 4, [0, 0, 0x05, 0x30], &syn(8081));
+    assert!(
+        matches!(o, Outcome::Reply { len, .. } if len == want.len()),
+        "{o:?}"
+    );
+    assert_eq!(&out[..want.len()], &want[..]);
+    // GRE, host unreachable: relayed as it is.
+    let icmp = router_icmp(3, 1, [0, 0, 0, 0], &GRE_NOCSUM_SYN);
+    let o = handle(&d, &routes, now, &icmp, &mut out);
+    let want = client_error(3, 1, [0, 0, 0, 0], &syn(8084));
+    assert!(
+        matches!(
+            o,
+            Outcome::Reply {
+                frag_needed: false,
+                ..
+            }
+        ),
+        "{o:?}"
+    );
+    assert_eq!(&out[..want.len()], &want[..]);
+    // A quote cut after the client's ports still works (RFC 792 routers).
+    let icmp = router_icmp(11, 0, [0; 4], &IPIP_SYN[..20 + 24]);
+    let o = handle(&d, &routes, now, &icmp, &mut out);
+    let want = client_error(11, 0, [0; 4], &syn(8080)[..24]);
+    assert_eq!(&out[..want.len()], &want[..], "{o:?}");
+    // Not ours: the tunnel type does not match the destination's, no connection,
+    // a non-error type; a bad ICMP checksum is refused.
+    let mut as_gre = IPIP_SYN.to_vec();
+    as_gre[9] = 47;
+    for (what, icmp) in [
+        ("type mismatch", router_icmp(3, 4, [0, 0, 5, 0x78], &as_gre)),
+        (
+            "no connection",
+            router_icmp(3, 4, [0, 0, 5, 0x78], &NODF_ACK[..20 + 20]),
+        ),
+        ("echo", router_icmp(8, 0, [0; 4], &IPIP_SYN)),
+    ] {
+        assert_eq!(
+            handle(&d, &routes, now, &icmp, &mut out),
+            Outcome::NotOurs,
+            "{what}"
+        );
+    }
+    let mut bad = router_icmp(3, 1, [0; 4], &IPIP_SYN);
+    bad[30] ^= 1;
+    assert_eq!(
+        handle(&d, &routes, now, &bad, &mut out),
+        Outcome::BadChecksum
+    );
+    // A client packet without DF: only the path MTU is lowered.
+    let (v, _) = run(&mut p, &nodf_syn(), false);
+    assert_eq!(v, Verdict::Forward);
+    let nodf_outer = ipip(&nodf_syn(), RS_NODF, 2, false);
+    routes.set(IpAddr::V4(RS_NODF.into()), DIP.into(), 1500);
+    let icmp = router_icmp(3, 4, [0, 0, 0x04, 0x00], &nodf_outer);
+    assert_eq!(handle(&d, &routes, now, &icmp, &mut out), Outcome::Consumed);
+    assert_eq!(
+        routes
+            .get(IpAddr::V4(RS_NODF.into()))
+            .unwrap()
+            .resolved(now),
+        Some((DIP.into(), 1024))
+    );
 }
 
 /// Decapsulation on the real server: every golden frame gives back the client's
