@@ -108,6 +108,9 @@ enum RealserverCmd {
         /// Name of the TUN device to create (must not exist).
         #[arg(long, default_value = "tunvs-rs0")]
         dev: String,
+        /// Accept encapsulated packets only from this address (the director's).
+        #[arg(long)]
+        director: Option<std::net::IpAddr>,
     },
 }
 
@@ -220,6 +223,7 @@ fn main() -> ExitCode {
                     kind,
                     port,
                     dev,
+                    director,
                 },
         } => {
             let opts = tunvs::realserver::tunnel::Opts {
@@ -231,6 +235,7 @@ fn main() -> ExitCode {
                 },
                 port,
                 dev,
+                director,
             };
             match tunvs::realserver::tunnel::run(&opts) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -73,8 +73,8 @@ snmp() {
 }
 
 say "Real servers: user-space decapsulation (no ipip/fou module needed)"
-printf '$ on rs1 tunvs realserver tunnel --vip %s --type ipip &\n' "$VIP"
-start_realserver rs1 --type ipip
+printf '$ on rs1 tunvs realserver tunnel --vip %s --type ipip --director 172.20.2.10 &\n' "$VIP"
+start_realserver rs1 --type ipip --director 172.20.2.10
 RS_PIDS=("${LAB_PIDS[-1]}")
 printf '$ on rs2 tunvs realserver tunnel --vip %s --type gue --port 6080 &\n' "$VIP"
 start_realserver rs2 --type gue --port 6080
@@ -125,8 +125,8 @@ for pid in "${RS_PIDS[@]}"; do kill -USR1 "$pid"; done
 sleep 0.3
 for i in 1 2; do
     echo "rs$i:"
-    # The last report: received … drop_not_vip; zero drop counters left out.
-    tac "$LAB_TMP/realserver-rs$i.log" | sed -n '/^drop_not_vip/,/^received/p' | tac |
+    # The last report: received … drop_not_director; zero drop counters left out.
+    tac "$LAB_TMP/realserver-rs$i.log" | sed -n '/^drop_not_director/,/^received/p' | tac |
         grep -Ev '^drop_[a-z_]+ +0$' | sed 's/^/  /'
 done
 

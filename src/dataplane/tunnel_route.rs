@@ -66,8 +66,9 @@ pub fn resolve_into(routes: &TunnelRoutes, addr: IpAddr) -> io::Result<()> {
 }
 
 /// Bring `routes` in line with the director: every IPv4 tunnel destination is
-/// (re)resolved, addresses no longer used by any are forgotten. Returns the
-/// addresses that could not be resolved, with the reason.
+/// (re)resolved, addresses no longer used by any are forgotten (at the second
+/// refresh that finds them unused). Returns the addresses that could not be
+/// resolved, with the reason.
 pub fn refresh(dir: &Director, routes: &TunnelRoutes) -> Vec<(IpAddr, io::Error)> {
     let mut want = HashSet::new();
     for svc in dir.service_list() {
@@ -77,11 +78,7 @@ pub fn refresh(dir: &Director, routes: &TunnelRoutes) -> Vec<(IpAddr, io::Error)
             }
         }
     }
-    for a in routes.addrs() {
-        if !want.contains(&a) {
-            routes.remove(a);
-        }
-    }
+    routes.sweep(|a| want.contains(&a));
     let mut failed = Vec::new();
     for a in want {
         if let Err(e) = resolve_into(routes, a) {

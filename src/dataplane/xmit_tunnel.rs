@@ -154,6 +154,8 @@ pub struct RouteEntry {
     learned_until: AtomicU64,
     /// IP ID generator for outer headers without DF.
     ip_id: AtomicU32,
+    /// Found unused by the last [`TunnelRoutes::sweep`].
+    unused: std::sync::atomic::AtomicBool,
 }
 
 impl RouteEntry {
@@ -229,6 +231,20 @@ impl TunnelRoutes {
     /// Forget `addr`.
     pub fn remove(&self, addr: IpAddr) {
         self.map.remove(&addr);
+    }
+
+    /// Forget the addresses `in_use` says are unused — at the second sweep in a
+    /// row that finds them unused, so an entry added just before its destination
+    /// is linked (the control path resolves first) survives.
+    pub fn sweep(&self, in_use: impl Fn(IpAddr) -> bool) {
+        self.map.retain(|a, e| {
+            if in_use(*a) {
+                e.unused.store(false, Relaxed);
+                true
+            } else {
+                !e.unused.swap(true, Relaxed)
+            }
+        });
     }
 
     /// Every real server in the table.
@@ -688,5 +704,13 @@ mod test {
         assert_eq!(routes.addrs(), vec![a]);
         routes.remove(a);
         assert!(routes.get(a).is_none());
+        routes.set(a, Ipv4Addr::new(10, 0, 0, 1), 1500);
+        routes.sweep(|_| false);
+        assert!(routes.get(a).is_some(), "kept at the first sweep");
+        routes.sweep(|_| true);
+        routes.sweep(|_| false);
+        assert!(routes.get(a).is_some(), "in use in between");
+        routes.sweep(|_| false);
+        assert!(routes.get(a).is_none(), "gone at the second sweep in a row");
     }
 }

@@ -69,11 +69,13 @@ pub enum DecapError {
     InnerHeader,
     /// The inner packet is not addressed to the VIP.
     NotVip,
+    /// The outer packet does not come from the director the decapsulator accepts.
+    NotDirector,
 }
 
 impl DecapError {
     /// Every variant, in [`DecapError::index`] order.
-    pub const ALL: [DecapError; 14] = [
+    pub const ALL: [DecapError; 15] = [
         DecapError::Truncated,
         DecapError::OuterVersion,
         DecapError::OuterHeader,
@@ -88,6 +90,7 @@ impl DecapError {
         DecapError::GueRemcsum,
         DecapError::InnerHeader,
         DecapError::NotVip,
+        DecapError::NotDirector,
     ];
 
     /// Position in [`DecapError::ALL`].
@@ -112,6 +115,7 @@ impl DecapError {
             DecapError::GueRemcsum => "gue_remcsum",
             DecapError::InnerHeader => "inner_header",
             DecapError::NotVip => "not_vip",
+            DecapError::NotDirector => "not_director",
         }
     }
 }

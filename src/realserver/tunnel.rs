@@ -82,6 +82,8 @@ pub struct Opts {
     pub port: u16,
     /// Name of the TUN device to create.
     pub dev: String,
+    /// Accept encapsulated packets only from this address (the director's).
+    pub director: Option<IpAddr>,
 }
 
 /// Counters of the decapsulator.
@@ -137,6 +139,7 @@ impl Counters {
 pub struct Decapsulator {
     kind: Kind,
     vip: IpAddr,
+    director: Option<IpAddr>,
     /// What happened so far.
     pub counters: Counters,
 }
@@ -147,8 +150,15 @@ impl Decapsulator {
         Decapsulator {
             kind,
             vip,
+            director: None,
             counters: Counters::default(),
         }
+    }
+
+    /// Accept only packets whose outer source is `director`.
+    pub fn only_from(mut self, director: IpAddr) -> Self {
+        self.director = Some(director);
+        self
     }
 
     /// Process one packet as read from the socket (the whole outer IP packet for
@@ -156,13 +166,27 @@ impl Decapsulator {
     /// to inject (completed in place for GUE REMCSUM), or the reason it is dropped
     /// (also counted).
     pub fn process(&mut self, buf: &mut [u8]) -> Result<std::ops::Range<usize>, DecapError> {
+        self.process_from(buf, None)
+    }
+
+    /// [`Decapsulator::process`] for a packet the socket says came from `peer`
+    /// (checked against [`Decapsulator::only_from`]; IPIP and GRE also carry it
+    /// in their outer header).
+    pub fn process_from(
+        &mut self,
+        buf: &mut [u8],
+        peer: Option<IpAddr>,
+    ) -> Result<std::ops::Range<usize>, DecapError> {
         self.counters.received += 1;
         let outer_len = match self.kind {
             Kind::Gue => buf.len() + 28,
             _ => buf.len(),
         } as u64;
         self.counters.max_outer_len = self.counters.max_outer_len.max(outer_len);
-        let r = self.unwrap(buf);
+        let r = match self.director {
+            Some(want) if peer.is_some_and(|p| p != want) => Err(DecapError::NotDirector),
+            _ => self.unwrap(buf),
+        };
         if let Err(e) = &r {
             self.counters.drops[e.index()] += 1;
         }
@@ -175,6 +199,11 @@ impl Decapsulator {
             Kind::Gre => decap_gre(buf)?,
             Kind::Gue => decap_gue(buf)?,
         };
+        if let (Some(want), Kind::Ipip | Kind::Gre) = (self.director, self.kind) {
+            if IpAddr::from([buf[12], buf[13], buf[14], buf[15]]) != want {
+                return Err(DecapError::NotDirector);
+            }
+        }
         let inner = &mut buf[d.inner.clone()];
         let len = check_inner(inner, d.inner_v6, self.vip)?;
         let inner = &mut inner[..len];
@@ -272,21 +301,29 @@ impl Rx {
         }
     }
 
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is valid for writes of its length; the descriptor is open.
+    /// One packet and the address it came from.
+    fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, Option<IpAddr>)> {
+        // SAFETY: sockaddr_in is plain data; all zeroes is a valid value.
+        let mut from: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: `buf` is valid for writes of its length, `from`/`len` for
+        // writes of their sizes; the descriptor is open.
         let n = unsafe {
-            libc::recv(
+            libc::recvfrom(
                 self.fd(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
                 libc::MSG_DONTWAIT,
+                (&mut from as *mut libc::sockaddr_in).cast(),
+                &mut len,
             )
         };
         if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
+            return Err(io::Error::last_os_error());
         }
+        let peer = (from.sin_family == libc::AF_INET as libc::sa_family_t)
+            .then(|| IpAddr::V4(Ipv4Addr::from(u32::from_be(from.sin_addr.s_addr))));
+        Ok((n as usize, peer))
     }
 }
 
@@ -404,6 +441,9 @@ pub fn run(o: &Opts) -> Result<(), String> {
     );
     let q = &dev.queues[0];
     let mut d = Decapsulator::new(o.kind, o.vip);
+    if let Some(a) = o.director {
+        d = d.only_from(a);
+    }
     let r = serve(&rx, q, &sig, &mut d);
     print!("{}", d.counters.report());
     drop(setup);
@@ -453,15 +493,15 @@ fn serve(
         }
         pending = false;
         for _ in 0..BATCH {
-            let n = match rx.recv(&mut buf) {
-                Ok(n) => n,
+            let (n, peer) = match rx.recv(&mut buf) {
+                Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(format!("receive: {e}")),
             };
             pending = true;
             let pkt = &mut buf[..n];
-            if let Ok(r) = d.process(pkt) {
+            if let Ok(r) = d.process_from(pkt, peer) {
                 let len = r.len();
                 if q.write(&pkt[r]).is_ok() {
                     d.injected(len);
@@ -552,5 +592,34 @@ mod test {
         assert!(l4_checksum_ok(&payload[r.clone()]));
         assert_eq!(&payload[r], &i[..]);
         assert_eq!(d.counters.max_outer_len, p.len() as u64);
+
+        // Only from the director.
+        let dir: IpAddr = "172.16.0.1".parse().unwrap();
+        let mut d = Decapsulator::new(Kind::Ipip, vip).only_from(dir);
+        let mut p = enc(Encap::Ipip, &i, None);
+        assert!(d.process(&mut p.clone()).is_ok());
+        assert!(d.process_from(&mut p, Some(dir)).is_ok());
+        let mut q = enc(Encap::Ipip, &i, None);
+        q[15] = 9;
+        q[10..12].fill(0);
+        let c = crate::packet::csum::checksum(&q[..20]);
+        q[10..12].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(d.process(&mut q), Err(DecapError::NotDirector));
+        let mut d = Decapsulator::new(Kind::Gue, vip).only_from(dir);
+        let mut g = enc(
+            Encap::Gue {
+                port: 1,
+                csum: GueCsum::None,
+            },
+            &i,
+            None,
+        )[28..]
+            .to_vec();
+        assert!(d.process_from(&mut g.clone(), Some(dir)).is_ok());
+        assert_eq!(
+            d.process_from(&mut g, Some("10.9.9.9".parse().unwrap())),
+            Err(DecapError::NotDirector)
+        );
+        assert_eq!(d.counters.drop_count(DecapError::NotDirector), 1);
     }
 }
