@@ -385,6 +385,7 @@ fn prepare_parts() -> (Arc<Director>, Arc<TunnelRoutes>, Pipeline) {
         port_lo: 32768,
         port_hi: 60999,
         hash_seed: SEED,
+        decrement_ttl: false,
     };
     let p = Pipeline::new(d.clone(), Methods::TUN).with_tunnel(TunnelTx::new(routes.clone(), cfg));
     (d, routes, p)

@@ -433,10 +433,9 @@ impl Pipeline {
         match tx.xmit(now, buf, p, &conn.fwd, conn.daddr, &mut self.reply) {
             TxOut::Forward => Verdict::Forward,
             TxOut::Segments(n) => Verdict::Segments(n),
-            TxOut::Reply(n) => {
-                self.reply_reason =
-                    DropReason::Tunnel(crate::dataplane::xmit_tunnel::TunnelError::FragNeeded);
-                Verdict::Reply(n)
+            TxOut::Reply { len, why } => {
+                self.reply_reason = DropReason::Tunnel(why);
+                Verdict::Reply(len)
             }
             TxOut::Drop(e) => Verdict::Drop(DropReason::Tunnel(e)),
         }

@@ -33,6 +33,7 @@ use dashmap::DashMap;
 use crate::dataplane::buf::PacketBuf;
 use crate::packet::gso::{complete_checksum, segment_tcp, GsoError, SegCsum, SegmentBuf};
 use crate::packet::icmp::{build_icmp_error, IcmpErrorKind};
+use crate::packet::nat::decrement_ttl;
 use crate::packet::parse::PacketInfo;
 use crate::packet::tunnel::{
     flow_hash, gue_src_port, write_outer, Encap, EncapError, GueCsum, Outer,
@@ -67,11 +68,14 @@ pub enum TunnelError {
     GsoNotTcp,
     /// A GSO super-packet with more segments than the segment buffer holds.
     GsoNoRoom,
+    /// TTL / hop limit exhausted (only when the transmitter decrements it): an
+    /// ICMP time exceeded went back to the client.
+    TtlExpired,
 }
 
 impl TunnelError {
     /// Every variant, in [`TunnelError::index`] order.
-    pub const ALL: [TunnelError; 9] = [
+    pub const ALL: [TunnelError; 10] = [
         TunnelError::NoRoute,
         TunnelError::Ipv6Outer,
         TunnelError::MtuTooSmall,
@@ -81,6 +85,7 @@ impl TunnelError {
         TunnelError::TooBig,
         TunnelError::GsoNotTcp,
         TunnelError::GsoNoRoom,
+        TunnelError::TtlExpired,
     ];
 
     /// Position in [`TunnelError::ALL`].
@@ -100,6 +105,7 @@ impl TunnelError {
             TunnelError::TooBig => "tunnel_too_big",
             TunnelError::GsoNotTcp => "tunnel_gso_not_tcp",
             TunnelError::GsoNoRoom => "tunnel_gso_no_room",
+            TunnelError::TtlExpired => "tunnel_ttl_expired",
         }
     }
 }
@@ -267,6 +273,11 @@ pub struct TunnelConfig {
     pub port_hi: u16,
     /// Seed of the flow hash (random per process).
     pub hash_seed: u64,
+    /// Decrement the inner TTL / hop limit first (TTL ≤ 1: ICMP time exceeded),
+    /// as the kernel's `decrement_ttl`. Off in tun mode, where the kernel already
+    /// did it forwarding the packet into the device; on when tunvs receives the
+    /// packet from the wire itself (tap mode).
+    pub decrement_ttl: bool,
 }
 
 impl Default for TunnelConfig {
@@ -277,6 +288,7 @@ impl Default for TunnelConfig {
             port_lo: 32768,
             port_hi: 60999,
             hash_seed: 0,
+            decrement_ttl: false,
         }
     }
 }
@@ -288,8 +300,14 @@ pub enum TxOut {
     Forward,
     /// The frames of [`TunnelTx::segments`] (this many) are to be written.
     Segments(usize),
-    /// This many bytes of the reply buffer are an ICMP error for the client.
-    Reply(usize),
+    /// The first `len` bytes of the reply buffer are an ICMP error for the client,
+    /// sent instead of the packet for reason `why`.
+    Reply {
+        /// Length of the reply frame.
+        len: usize,
+        /// Why the packet was not sent (`FragNeeded` or `TtlExpired`).
+        why: TunnelError,
+    },
     /// Dropped.
     Drop(TunnelError),
 }
@@ -377,6 +395,25 @@ impl TunnelTx {
         }
         let off = if p.vnet.is_some() { VNET_HDR_LEN } else { 0 };
         let gso = p.vnet.filter(|h| h.is_gso());
+        if self.cfg.decrement_ttl {
+            let pkt = buf.frame_mut().get_mut(off..).unwrap_or(&mut []);
+            if !decrement_ttl(pkt, info) {
+                let pkt = buf.frame().get(off..).unwrap_or(&[]);
+                reply[..off].fill(0);
+                return match build_icmp_error(
+                    &mut reply[off..],
+                    pkt,
+                    info,
+                    IcmpErrorKind::TimeExceeded,
+                ) {
+                    Some(n) => Ok(TxOut::Reply {
+                        len: off + n,
+                        why: TunnelError::TtlExpired,
+                    }),
+                    None => Err(TunnelError::TtlExpired),
+                };
+            }
+        }
         // Path MTU (kernel `ensure_mtu_is_adequate`, GSO-aware).
         let pkt = buf.frame().get(off..).unwrap_or(&[]);
         let df = info.v6 || pkt.get(6).is_some_and(|b| b & 0x40 != 0);
@@ -394,7 +431,10 @@ impl TunnelTx {
                     IcmpErrorKind::FragNeeded { mtu },
                 );
                 return match n {
-                    Some(n) => Ok(TxOut::Reply(off + n)),
+                    Some(n) => Ok(TxOut::Reply {
+                        len: off + n,
+                        why: TunnelError::FragNeeded,
+                    }),
                     None => Err(TunnelError::FragNeeded),
                 };
             }
@@ -597,7 +637,10 @@ mod test {
         let mut t = tx(1400);
         let pkt = data(1400); // 1440 > 1380
         let (o, _, reply) = run(&mut t, &pkt, None, &fwd(TunType::Ipip, 0, TunCsum::NoCsum));
-        let TxOut::Reply(n) = o else { panic!("{o:?}") };
+        let TxOut::Reply { len: n, why } = o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(why, TunnelError::FragNeeded);
         let r = &reply[..n];
         assert_eq!((r[20], r[21]), (3, 4));
         assert_eq!(u16::from_be_bytes([r[26], r[27]]), 1380);
@@ -605,7 +648,7 @@ mod test {
         assert_eq!(&r[16..20], &pkt[12..16], "to the client");
         // GUE: 12 more bytes of overhead.
         let (o, _, reply) = run(&mut t, &pkt, None, &fwd(TunType::Gue, 1, TunCsum::NoCsum));
-        assert!(matches!(o, TxOut::Reply(_)));
+        assert!(matches!(o, TxOut::Reply { .. }));
         assert_eq!(u16::from_be_bytes([reply[26], reply[27]]), 1368);
         // Without DF it goes out (the kernel fragments the outer packet).
         let mut nodf = pkt.clone();
@@ -631,7 +674,9 @@ mod test {
             Some(h),
             &fwd(TunType::Ipip, 0, TunCsum::NoCsum),
         );
-        let TxOut::Reply(n) = o else { panic!("{o:?}") };
+        let TxOut::Reply { len: n, .. } = o else {
+            panic!("{o:?}")
+        };
         assert_eq!(&reply[..10], &[0; 10]);
         assert_eq!(reply[10 + 20], 3);
         assert!(n > 10 + 28);
@@ -685,6 +730,51 @@ mod test {
         let mut t = tx(100);
         let (o, _, _) = run(&mut t, &syn, None, &f);
         assert_eq!(o, TxOut::Forward);
+    }
+
+    #[test]
+    fn tap_mode_decrements_the_inner_ttl() {
+        let routes = Arc::new(TunnelRoutes::new());
+        routes.set(IpAddr::V4(RS), Ipv4Addr::new(172, 16, 0, 1), 1500);
+        let cfg = TunnelConfig {
+            local_hops: 0,
+            decrement_ttl: true,
+            ..TunnelConfig::default()
+        };
+        let mut t = TunnelTx::new(routes, cfg);
+        let f = fwd(TunType::Ipip, 0, TunCsum::NoCsum);
+        let pkt = data(10); // TTL 63
+        let (o, buf, _) = run(&mut t, &pkt, None, &f);
+        assert_eq!(o, TxOut::Forward);
+        let out = buf.frame();
+        assert_eq!(
+            (out[8], out[20 + 8]),
+            (62, 62),
+            "inner decremented, outer copies it"
+        );
+        assert!(ipv4_header_checksum_ok(&out[20..]));
+        // GSO: every segment carries the decremented TTL.
+        let mut big = data(3000);
+        let h = to_partial(&mut big, 1000);
+        let (o, _, _) = run(&mut t, &big, Some(h), &f);
+        assert_eq!(o, TxOut::Segments(3));
+        assert!(t
+            .segments()
+            .iter()
+            .all(|s| s[10 + 8] == 62 && s[10 + 28] == 62));
+        // TTL 1: time exceeded to the client.
+        let mut one = data(10);
+        one[8] = 1;
+        one[10..12].fill(0);
+        let c = crate::packet::csum::checksum(&one[..20]);
+        one[10..12].copy_from_slice(&c.to_be_bytes());
+        let (o, _, reply) = run(&mut t, &one, None, &f);
+        let TxOut::Reply { len, why } = o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(why, TunnelError::TtlExpired);
+        assert_eq!((reply[20], reply[21]), (11, 0));
+        assert!(len > 28);
     }
 
     #[test]
