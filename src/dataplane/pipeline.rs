@@ -457,20 +457,9 @@ impl Pipeline {
     /// client side about a tunnel connection are encapsulated to its real
     /// server (spec §3.13); everything else is not ours.
     fn icmp(&mut self, now: u64, pkt: &mut [u8], info: &PacketInfo) -> IcmpAction {
-        IcmpAction::Done(match self.icmp_conn(now, pkt, info) {
-            Ok(conn) => return IcmpAction::Tunnel(conn),
-            Err(v) => v,
-        })
-    }
-
-    fn icmp_conn(
-        &mut self,
-        now: u64,
-        pkt: &mut [u8],
-        info: &PacketInfo,
-    ) -> Result<Arc<Conn>, Verdict> {
+        use IcmpAction::Done;
         let Some(emb) = icmp::parse_icmp_error(pkt, info) else {
-            return Err(Verdict::Drop(DropReason::IcmpNotError));
+            return Done(Verdict::Drop(DropReason::IcmpNotError));
         };
         // The quoted packet went the other way: invert it to find the conn.
         let key = crate::conntrack::FlowKey {
@@ -481,20 +470,20 @@ impl Pipeline {
             dport: emb.sport,
         };
         let Some((conn, side)) = self.dir.conns.lookup(&key) else {
-            return Err(Verdict::Drop(DropReason::IcmpUnrelated));
+            return Done(Verdict::Drop(DropReason::IcmpUnrelated));
         };
         if conn.fwd.fwd == FwdMethod::Tunnel && side == Side::Client && self.tunnel.is_some() {
             if !icmp::icmp_checksum_ok(pkt, info) {
-                return Err(Verdict::Drop(DropReason::Rewrite(
+                return Done(Verdict::Drop(DropReason::Rewrite(
                     nat::RewriteError::BadChecksum,
                 )));
             }
             conn.touch(now);
             conn.dest.stats.count_in(info.total_len);
-            return Ok(conn);
+            return IcmpAction::Tunnel(conn);
         }
         if conn.fwd.fwd != FwdMethod::Masq {
-            return Err(Verdict::Drop(DropReason::MethodUnavailable));
+            return Done(Verdict::Drop(DropReason::MethodUnavailable));
         }
         let len = info.total_len;
         let res = match side {
@@ -502,14 +491,14 @@ impl Pipeline {
             Side::Server => icmp::icmp_nat_out(pkt, info, &emb, conn.vaddr, conn.vport),
         };
         if let Err(e) = res {
-            return Err(Verdict::Drop(DropReason::Rewrite(e)));
+            return Done(Verdict::Drop(DropReason::Rewrite(e)));
         }
         conn.touch(now);
         match side {
             Side::Client => conn.dest.stats.count_in(len),
             Side::Server => conn.dest.stats.count_out(len),
         }
-        Err(Verdict::Forward)
+        Done(Verdict::Forward)
     }
 }
 
