@@ -491,3 +491,69 @@ fn tun_lab_balances_over_ipip_and_gue_and_uploads_through_a_smaller_mtu() {
         assert!(v <= 1400, "{l}");
     }
 }
+
+/// `tunvs realserver tunnel` on its own: what it sets up (device with the VIP,
+/// the ARP settings, a loose reverse-path filter on its device when the host's
+/// is strict) is there while it runs and gone after SIGTERM; bad invocations
+/// fail with a message and change nothing.
+#[test]
+fn realserver_sets_up_and_removes_everything() {
+    let mut lab = Lab::new("rs");
+    lab.add_ns("ns2");
+    lab.exec_ok("ns2", &["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"]);
+    let sysctl = |lab: &Lab, k: &str| lab.exec_ok("ns2", &["sysctl", "-n", k]).trim().to_string();
+    assert_eq!(sysctl(&lab, "net.ipv4.conf.all.arp_ignore"), "0");
+    let rs = start_realserver(&mut lab, "ns2", &["--dev", "tvrs0"]);
+    let addr = lab.exec_ok("ns2", &["ip", "-o", "addr", "show", "dev", "tvrs0"]);
+    assert!(addr.contains(&format!("inet {VIP}/32")), "{addr}");
+    assert!(lab
+        .exec_ok("ns2", &["ip", "-o", "link", "show", "tvrs0"])
+        .contains(",UP"));
+    assert_eq!(sysctl(&lab, "net.ipv4.conf.all.arp_ignore"), "1");
+    assert_eq!(sysctl(&lab, "net.ipv4.conf.all.arp_announce"), "2");
+    assert_eq!(sysctl(&lab, "net.ipv4.conf.tvrs0.rp_filter"), "2");
+    // A second helper on the same device name refuses to attach to it.
+    let o = lab.exec(
+        "ns2",
+        &[
+            TUNVS,
+            "realserver",
+            "tunnel",
+            "--vip",
+            VIP,
+            "--dev",
+            "tvrs0",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = lab.exec(
+        "ns2",
+        &[
+            TUNVS,
+            "realserver",
+            "tunnel",
+            "--vip",
+            VIP,
+            "--type",
+            "gue",
+            "--dev",
+            "x0",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs --port"));
+    lab.stop_all();
+    assert!(rs.log().contains("shutting down"), "{}", rs.log());
+    assert!(
+        rs.log().contains("drop_not_director"),
+        "counters printed on exit"
+    );
+    let links = lab.exec_ok("ns2", &["ip", "-o", "link"]);
+    assert!(!links.contains("tvrs0"), "{links}");
+    assert_eq!(sysctl(&lab, "net.ipv4.conf.all.arp_ignore"), "0");
+    assert_eq!(sysctl(&lab, "net.ipv4.conf.all.arp_announce"), "0");
+}
