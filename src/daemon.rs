@@ -21,6 +21,8 @@ use crate::dataplane::buf::PacketBuf;
 use crate::dataplane::device::{Device, DeviceConfig, DeviceKind, Queue};
 use crate::dataplane::drop::Counters;
 use crate::dataplane::pipeline::{Methods, Pipeline, Verdict};
+use crate::dataplane::xmit_tunnel::{TunnelRoutes, TunnelTx};
+use crate::dataplane::{tunnel_icmp, tunnel_route};
 use crate::director::{Director, Hooks};
 use crate::netcfg::steer::{Steering, DEFAULT_PREF_BASE};
 use crate::netcfg::Family;
@@ -72,6 +74,7 @@ struct SteerHooks {
     methods: Methods,
     dev: String,
     fwmarks: fwmark::FwmarkDevices,
+    routes: Arc<TunnelRoutes>,
 }
 
 impl SteerHooks {
@@ -132,6 +135,16 @@ impl Hooks for SteerHooks {
     }
 
     fn dest_added(&self, svc: &SvcId, d: &DestSpec) -> Result<(), String> {
+        if d.fwd == FwdMethod::Tunnel && d.addr.is_ipv4() {
+            // Tunnels need no rules: ask the kernel for the route now so the
+            // first packet finds it (housekeeping refreshes it).
+            if let Err(e) = tunnel_route::resolve_into(&self.routes, d.addr) {
+                eprintln!(
+                    "tunvs: warning: no route to tunnel real server {}: {e}",
+                    d.addr
+                );
+            }
+        }
         if d.fwd != FwdMethod::Masq {
             return Ok(());
         }
@@ -173,6 +186,13 @@ impl Hooks for SteerHooks {
     }
 
     fn dest_warning(&self, d: &DestSpec) -> Option<String> {
+        if d.fwd == FwdMethod::Tunnel && d.addr.is_ipv6() {
+            return Some(format!(
+                "tunvs: warning: tunnelling to IPv6 real servers is not available yet; \
+                 connections scheduled to {} are dropped and counted as tunnel_ipv6_outer.",
+                d.addr
+            ));
+        }
         let (ok, flag) = match d.fwd {
             FwdMethod::Masq => (self.methods.masq, "-m"),
             FwdMethod::Route => (self.methods.route, "-g"),
@@ -276,6 +296,7 @@ pub fn run(opts: RunOpts) -> Result<(), String> {
         methods,
         dev: dev.name.clone(),
         fwmarks: fwmark::FwmarkDevices::default(),
+        routes: Arc::new(TunnelRoutes::new()),
     });
     let director = Arc::new(Director::new());
     director.set_hooks(hooks.clone());
@@ -287,10 +308,9 @@ pub fn run(opts: RunOpts) -> Result<(), String> {
         queues: opts.queues.max(1),
         offload: opts.offload,
         methods,
+        routes: hooks.routes.clone(),
     });
-    let result = serve(
-        &opts, &mut dev, director, config, methods, registry, &sigset,
-    );
+    let result = serve(&opts, &mut dev, director, config, &hooks, registry, &sigset);
     // Teardown: mark devices, rules, routes and sysctls back as they were, then the socket.
     hooks.fwmarks.stop_all();
     if opts.routes {
@@ -307,10 +327,11 @@ fn serve(
     dev: &mut Device,
     director: Arc<Director>,
     config: Vec<(usize, adm::Command)>,
-    methods: Methods,
+    hooks: &SteerHooks,
     registry: Registry,
     sigset: &libc::sigset_t,
 ) -> Result<(), String> {
+    let (methods, routes) = (hooks.methods, hooks.routes.clone());
     let file = opts
         .config
         .as_deref()
@@ -325,21 +346,36 @@ fn serve(
     let stop = Arc::new(AtomicBool::new(false));
     let queues = std::mem::take(&mut dev.queues);
     let nq = queues.len();
+    let tun_cfg = tunnel_route::host_config();
     let workers = spawn_workers(
         "tunvs-q",
         queues,
         dev.vnet,
-        || Pipeline::new(director.clone(), methods),
+        || {
+            Pipeline::new(director.clone(), methods)
+                .with_tunnel(TunnelTx::new(routes.clone(), tun_cfg))
+        },
         &stop,
         &registry,
     )?;
     {
         let director = director.clone();
         let stop = stop.clone();
+        let routes = routes.clone();
         std::thread::Builder::new()
             .name("tunvs-timer".into())
-            .spawn(move || housekeeping(&director, &stop))
+            .spawn(move || housekeeping(&director, &routes, &stop))
             .map_err(|e| e.to_string())?;
+    }
+    {
+        let c = Arc::new(Counters::default());
+        registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(c.clone());
+        if let Err(e) = tunnel_icmp::spawn_listener(director.clone(), routes, c, stop.clone()) {
+            eprintln!("tunvs: warning: ICMP errors about tunnel packets will not be handled: {e}");
+        }
     }
     {
         let director = director.clone();
@@ -421,12 +457,15 @@ fn handle_request(dir: &Director, counters: &[Arc<Counters>], req: Request) -> R
     }
 }
 
-fn housekeeping(dir: &Director, stop: &AtomicBool) {
-    housekeeping_with(dir, stop, &|_| {});
+fn housekeeping(dir: &Director, routes: &TunnelRoutes, stop: &AtomicBool) {
+    // Routes toward tunnel real servers (source, MTU) follow the host's.
+    housekeeping_with(dir, stop, &|_| {
+        tunnel_route::refresh(dir, routes);
+    });
 }
 
 /// The once-a-second housekeeping loop, with `extra` work (tap mode: the
-/// neighbour table's expiry) run on every tick.
+/// neighbour table's expiry; tun mode: tunnel routes) run on every tick.
 pub(crate) fn housekeeping_with(dir: &Director, stop: &AtomicBool, extra: &dyn Fn(u64)) {
     let mut n: u64 = 0;
     while !stop.load(Relaxed) {
@@ -472,6 +511,14 @@ fn worker(q: Queue, vnet: bool, mut pipe: Pipeline, stop: &AtomicBool) {
                         if q.write(buf.frame()).is_err() {
                             pipe.counters()
                                 .count_drop(crate::dataplane::drop::DropReason::WriteFailed);
+                        }
+                    }
+                    Verdict::Segments(n) => {
+                        for f in pipe.segments().into_iter().flat_map(|s| s.iter()).take(n) {
+                            if q.write(f).is_err() {
+                                pipe.counters()
+                                    .count_drop(crate::dataplane::drop::DropReason::WriteFailed);
+                            }
                         }
                     }
                     Verdict::Reply(m) => {

@@ -74,11 +74,6 @@ enum Cmd {
         #[arg(long, value_name = "MAC", value_parser = tunvs::tap_daemon::parse_mac)]
         mac: Option<[u8; 6]>,
     },
-    /// Helpers for real servers (direct routing settings).
-    Realserver {
-        #[command(subcommand)]
-        cmd: RealserverCmd,
-    },
     /// The ipvsadm command line: `tunvs adm [--control PATH] -A -t VIP:80 -s rr`.
     #[command(disable_help_flag = true)]
     Adm {
@@ -92,6 +87,21 @@ enum Cmd {
         #[arg(long, env = "TUNVS_CONTROL")]
         control: Option<String>,
     },
+    /// Helpers for real servers: direct-routing settings, tunnel decapsulation.
+    Realserver {
+        #[command(subcommand)]
+        cmd: RealserverCmd,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TunTypeArg {
+    /// IP in IP (protocol 4).
+    Ipip,
+    /// Generic UDP Encapsulation (needs --port).
+    Gue,
+    /// GRE (protocol 47).
+    Gre,
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,6 +122,26 @@ enum RealserverCmd {
         /// Where the record of the changes is kept.
         #[arg(long, env = "TUNVS_STATE_DIR", default_value = tunvs::realserver::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
+    },
+    /// Decapsulate the director's tunnel packets in user space (no ipip/gre/fou
+    /// module needed) and hand them to the local stack through a TUN device that
+    /// owns the VIP. Runs until SIGTERM/SIGINT; SIGUSR1 prints the counters.
+    Tunnel {
+        /// The virtual IP of the service.
+        #[arg(long)]
+        vip: std::net::IpAddr,
+        /// Encapsulation, as the director's --tun-type.
+        #[arg(long = "type", value_enum, default_value = "ipip")]
+        kind: TunTypeArg,
+        /// GUE: UDP port, as the director's --tun-port.
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Name of the TUN device to create (must not exist).
+        #[arg(long, default_value = "tunvs-rs0")]
+        dev: String,
+        /// Accept encapsulated packets only from this address (the director's).
+        #[arg(long)]
+        director: Option<std::net::IpAddr>,
     },
 }
 
@@ -284,6 +314,35 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("tunvs realserver dr: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Realserver {
+            cmd:
+                RealserverCmd::Tunnel {
+                    vip,
+                    kind,
+                    port,
+                    dev,
+                    director,
+                },
+        } => {
+            let opts = tunvs::realserver::tunnel::Opts {
+                vip,
+                kind: match kind {
+                    TunTypeArg::Ipip => tunvs::realserver::tunnel::Kind::Ipip,
+                    TunTypeArg::Gue => tunvs::realserver::tunnel::Kind::Gue,
+                    TunTypeArg::Gre => tunvs::realserver::tunnel::Kind::Gre,
+                },
+                port,
+                dev,
+                director,
+            };
+            match tunvs::realserver::tunnel::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tunvs realserver: {e}");
                     ExitCode::from(1)
                 }
             }

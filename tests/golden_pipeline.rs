@@ -1233,6 +1233,7 @@ fn run(lb: &mut Lb, cases: &[Case]) {
                 Some(&lb.pipe.reply()[..n])
             }
             Verdict::Drop(_) => None,
+            Verdict::Segments(_) => panic!("{}: no tunnel service here", c.desc),
         };
         if got.map(<[u8]>::to_vec) != c.output {
             fail(cases, i, "output bytes differ", got);
@@ -1426,7 +1427,7 @@ fn golden_cases_in_sequence() {
         .filter_map(|c| match c.verdict {
             Verdict::Drop(r) => Some(r),
             Verdict::Reply(_) => Some(DropReason::NoDestination),
-            Verdict::Forward => None,
+            Verdict::Forward | Verdict::Segments(_) => None,
         })
         .collect();
     reasons.dedup();
@@ -1436,7 +1437,7 @@ fn golden_cases_in_sequence() {
             .filter(|c| match c.verdict {
                 Verdict::Drop(x) => x == r,
                 Verdict::Reply(_) => r == DropReason::NoDestination,
-                Verdict::Forward => false,
+                Verdict::Forward | Verdict::Segments(_) => false,
             })
             .count() as u64;
         assert_eq!(k.get(r), want, "drop counter {r:?}");
@@ -1514,7 +1515,7 @@ fn mutated_and_truncated_fixtures_never_panic() {
                     assert_eq!(buf.frame().len(), f.len(), "a rewrite changed the length");
                 }
                 Verdict::Reply(n) => assert!(n <= REPLY_MAX && n <= lb.pipe.reply().len()),
-                Verdict::Drop(_) => {}
+                Verdict::Drop(_) | Verdict::Segments(_) => {}
             }
             lb.dir.tick(now);
         }

@@ -13,6 +13,8 @@ use std::thread::JoinHandle;
 use super::{spawn_workers, Registry};
 use crate::dataplane::device::{Device, DeviceConfig, DeviceKind};
 use crate::dataplane::pipeline::{Methods, Pipeline};
+use crate::dataplane::tunnel_route;
+use crate::dataplane::xmit_tunnel::{TunnelRoutes, TunnelTx};
 use crate::director::Director;
 use crate::netcfg::steer::{Steering, MAX_FWMARK};
 
@@ -31,6 +33,8 @@ pub struct Ctx {
     pub offload: bool,
     /// Methods the pipeline carries.
     pub methods: Methods,
+    /// Routes toward tunnel real servers, shared with the main device's workers.
+    pub routes: Arc<TunnelRoutes>,
 }
 
 #[derive(Debug)]
@@ -110,7 +114,14 @@ impl FwmarkDevices {
             &format!("tunvs-m{mark}"),
             queues,
             dev.vnet,
-            || Pipeline::new(director.clone(), ctx.methods).with_fwmark(mark),
+            || {
+                Pipeline::new(director.clone(), ctx.methods)
+                    .with_fwmark(mark)
+                    .with_tunnel(TunnelTx::new(
+                        ctx.routes.clone(),
+                        tunnel_route::host_config(),
+                    ))
+            },
             &stop,
             &ctx.registry,
         );

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::dataplane::xmit_tunnel::TunnelError;
 use crate::packet::nat::RewriteError;
 use crate::packet::parse::ParseError;
 
@@ -32,10 +33,14 @@ pub enum DropReason {
     /// Port 0 of a non-persistent service (kernel: "port zero only supported
     /// in persistent services").
     PortZeroNotPersistent,
+    /// Tunnel transmit refused the packet (no route, MTU, segmentation).
+    Tunnel(TunnelError),
 }
 
+/// First counter slot of the tunnel reasons.
+const TUNNEL_SLOT: usize = 24;
 /// Number of counter slots.
-pub const SLOTS: usize = 24;
+pub const SLOTS: usize = TUNNEL_SLOT + TunnelError::ALL.len();
 
 impl DropReason {
     /// Counter slot.
@@ -43,6 +48,7 @@ impl DropReason {
         match self {
             DropReason::Malformed(e) => 10 + e.index(),
             DropReason::Rewrite(e) => 18 + e.index(),
+            DropReason::Tunnel(e) => TUNNEL_SLOT + e.index(),
             DropReason::NoMatch => 0,
             DropReason::NotSyn => 1,
             DropReason::NoDestination => 2,
@@ -67,6 +73,9 @@ impl DropReason {
             6 => "icmp_not_error",
             7 => "write_failed",
             8 => "port_zero_not_persistent",
+            i if i >= TUNNEL_SLOT => {
+                return TunnelError::ALL.get(i - TUNNEL_SLOT).map(|e| e.name())
+            }
             i if i >= 18 => {
                 // Prefixed: "truncated" also names a parse error.
                 return RewriteError::ALL.get(i - 18).map(|e| match e {
@@ -90,6 +99,8 @@ pub struct Counters {
     pub forwarded: AtomicU64,
     /// ICMP replies generated.
     pub replies: AtomicU64,
+    /// GSO super-packets cut into segments in user space (tunnel mode).
+    pub segmented: AtomicU64,
     drops: [AtomicU64; SLOTS],
 }
 
@@ -98,6 +109,7 @@ impl Default for Counters {
         Counters {
             forwarded: AtomicU64::new(0),
             replies: AtomicU64::new(0),
+            segmented: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -117,13 +129,14 @@ impl Counters {
         self.drops.get(r.index()).map_or(0, |c| c.load(Relaxed))
     }
 
-    /// All non-zero counters summed over `workers`, as `(name, value)` rows,
-    /// preceded by `forwarded` and `icmp_replies`.
+    /// All counters summed over `workers`, as `(name, value)` rows, preceded by
+    /// `forwarded`, `icmp_replies` and `gso_segmented`.
     pub fn report(workers: &[std::sync::Arc<Counters>]) -> Vec<(&'static str, u64)> {
         let sum = |f: &dyn Fn(&Counters) -> u64| workers.iter().map(|w| f(w)).sum::<u64>();
         let mut rows = vec![
             ("forwarded", sum(&|c| c.forwarded.load(Relaxed))),
             ("icmp_replies", sum(&|c| c.replies.load(Relaxed))),
+            ("gso_segmented", sum(&|c| c.segmented.load(Relaxed))),
         ];
         for i in 0..SLOTS {
             if let Some(name) = DropReason::slot_name(i) {

@@ -646,6 +646,11 @@ impl L2Pipeline {
         match v {
             Verdict::Forward => {}
             Verdict::Drop(r) => return L2Verdict::Drop(L2Drop::Ip(r)),
+            // Segments come only from tunnel encapsulation, which tap mode
+            // does not carry yet (Methods::TAP has no tunnel).
+            Verdict::Segments(_) => {
+                return L2Verdict::Drop(L2Drop::Ip(DropReason::MethodUnavailable))
+            }
             Verdict::Reply(n) => {
                 // An ICMP error back to whoever sent the frame.
                 let r = &self.pipe.reply()[..n];

@@ -10,3 +10,6 @@ pub mod drop;
 pub mod l2;
 pub mod neigh;
 pub mod pipeline;
+pub mod tunnel_icmp;
+pub mod tunnel_route;
+pub mod xmit_tunnel;

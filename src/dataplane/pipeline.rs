@@ -8,7 +8,9 @@
 //! 3. connection lookup by the packet's tuple, from either side;
 //! 4. on a miss, a service lookup and scheduling (persistence templates,
 //!    one-packet scheduling), creating the connection;
-//! 5. the state machine, the counters, and the rewrite for the method.
+//! 5. the state machine, the counters, and the rewrite for the method: NAT in
+//!    place, tunnelling by [`crate::dataplane::xmit_tunnel`] (which may cut a GSO
+//!    super-packet into several frames: [`Verdict::Segments`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -17,7 +19,9 @@ use crate::conntrack::tcp::flags as tcpf;
 use crate::conntrack::{Conn, ConnTable, NewConn, Side, TemplateKey};
 use crate::dataplane::buf::PacketBuf;
 use crate::dataplane::drop::{Counters, DropReason};
+use crate::dataplane::xmit_tunnel::{TunnelTx, TxOut, TxPacket};
 use crate::director::{Director, Service};
+use crate::packet::gso::SegmentBuf;
 use crate::packet::icmp;
 use crate::packet::nat;
 use crate::packet::parse::{parse_ip, PacketInfo, ParseError};
@@ -30,6 +34,9 @@ use crate::service::{FwdMethod, SvcId};
 pub enum Verdict {
     /// Write the (rewritten) packet back to the device.
     Forward,
+    /// Drop the packet and write this many frames of `Pipeline::segments()`
+    /// instead (a GSO super-packet cut and encapsulated for a tunnel).
+    Segments(usize),
     /// Drop the packet and write this many bytes of `Pipeline::reply()`
     /// instead (an ICMP error to the sender).
     Reply(usize),
@@ -49,11 +56,12 @@ pub struct Methods {
 }
 
 impl Methods {
-    /// What tun mode carries today: NAT.
+    /// What tun mode carries: NAT and tunnelling (the latter once a
+    /// [`TunnelTx`] is attached with [`Pipeline::with_tunnel`]).
     pub const TUN: Methods = Methods {
         masq: true,
         route: false,
-        tunnel: false,
+        tunnel: true,
     };
 
     /// What tap mode carries: NAT and direct routing (the L2 layer,
@@ -86,6 +94,8 @@ pub struct Pipeline {
     fwmark: Option<u32>,
     reply: Box<[u8]>,
     l2_dest: Option<IpAddr>,
+    reply_reason: DropReason,
+    tunnel: Option<TunnelTx>,
 }
 
 impl Pipeline {
@@ -98,7 +108,26 @@ impl Pipeline {
             fwmark: None,
             reply: vec![0u8; REPLY_MAX].into_boxed_slice(),
             l2_dest: None,
+            reply_reason: DropReason::NoDestination,
+            tunnel: None,
         }
+    }
+
+    /// Tunnel connections are encapsulated by `tx` (without one they are
+    /// dropped as `method_unavailable`).
+    pub fn with_tunnel(mut self, tx: TunnelTx) -> Self {
+        self.tunnel = Some(tx);
+        self
+    }
+
+    /// The frames of the last `Verdict::Segments(n)` (`n` of them).
+    pub fn segments(&self) -> Option<&SegmentBuf> {
+        self.tunnel.as_ref().map(|t| t.segments())
+    }
+
+    /// The segments, writable (a link layer prepends its header to each).
+    pub fn segments_mut(&mut self) -> Option<&mut SegmentBuf> {
+        self.tunnel.as_mut().map(|t| t.segments_mut())
     }
 
     /// Packets from this pipeline's device carry firewall mark `mark`
@@ -130,24 +159,30 @@ impl Pipeline {
     /// Handle one frame in place: an IP packet, preceded by a 10-byte virtio
     /// header when `vnet` (offloads on). On `Forward`, write `buf.frame()`. With NEEDS_CSUM set, the L4 checksum
     /// field holds a pseudo-header seed and is updated as one; GSO
-    /// super-packets pass with only their headers rewritten.
+    /// super-packets pass with only their headers rewritten (NAT) or are cut
+    /// into the frames of `Segments` (tunnel).
     pub fn handle(&mut self, now_ms: u64, buf: &mut PacketBuf, vnet: bool) -> Verdict {
-        let v = self.classify(now_ms, buf.frame_mut(), vnet);
+        let v = self.classify(now_ms, buf, vnet);
         match v {
             Verdict::Forward => {
                 self.counters.forwarded.fetch_add(1, RELAXED);
             }
+            Verdict::Segments(n) => {
+                self.counters.forwarded.fetch_add(n as u64, RELAXED);
+                self.counters.segmented.fetch_add(1, RELAXED);
+            }
             Verdict::Reply(_) => {
                 self.counters.replies.fetch_add(1, RELAXED);
-                self.counters.count_drop(DropReason::NoDestination);
+                self.counters.count_drop(self.reply_reason);
             }
             Verdict::Drop(r) => self.counters.count_drop(r),
         }
         v
     }
 
-    fn classify(&mut self, now: u64, frame: &mut [u8], vnet: bool) -> Verdict {
+    fn classify(&mut self, now: u64, buf: &mut PacketBuf, vnet: bool) -> Verdict {
         self.l2_dest = None;
+        let frame = buf.frame_mut();
         let (hdr_bytes, pkt) = if vnet {
             if frame.len() < VNET_HDR_LEN {
                 return Verdict::Drop(DropReason::Malformed(ParseError::BadVnetHdr));
@@ -174,7 +209,18 @@ impl Pipeline {
             None => false,
         };
         if info.is_icmp() {
-            let v = self.icmp(now, pkt, &info);
+            let v = match self.icmp(now, pkt, &info) {
+                IcmpAction::Done(v) => v,
+                IcmpAction::Tunnel(conn) => {
+                    let p = TxPacket {
+                        info: &info,
+                        vnet: hdr,
+                        partial: false,
+                        icmp: true,
+                    };
+                    return self.tunnel_xmit(now, buf, p, &conn);
+                }
+            };
             if v == Verdict::Forward && partial {
                 // The ICMP checksum was recomputed in full: nothing is partial now.
                 hdr_bytes[0] &= !NEEDS_CSUM;
@@ -238,6 +284,19 @@ impl Pipeline {
                         // only its MAC addresses change (tap mode, L2 layer).
                         self.l2_dest = Some(conn.daddr);
                         Ok(())
+                    }
+                    FwdMethod::Tunnel => {
+                        let p = TxPacket {
+                            info: &info,
+                            vnet: hdr,
+                            partial,
+                            icmp: false,
+                        };
+                        let v = self.tunnel_xmit(now, buf, p, &conn);
+                        if conn.is_one_packet() {
+                            ConnTable::release_unhashed(&conn);
+                        }
+                        return v;
                     }
                     _ => return Verdict::Drop(DropReason::MethodUnavailable),
                 }
@@ -391,9 +450,32 @@ impl Pipeline {
         Some((dest, Some(t)))
     }
 
+    /// Encapsulate for tunnel connection `conn` (spec §3.15).
+    fn tunnel_xmit(
+        &mut self,
+        now: u64,
+        buf: &mut PacketBuf,
+        p: TxPacket<'_>,
+        conn: &Conn,
+    ) -> Verdict {
+        let Some(tx) = self.tunnel.as_mut() else {
+            return Verdict::Drop(DropReason::MethodUnavailable);
+        };
+        match tx.xmit(now, buf, p, &conn.fwd, conn.daddr, &mut self.reply) {
+            TxOut::Forward => Verdict::Forward,
+            TxOut::Segments(n) => Verdict::Segments(n),
+            TxOut::Reply { len, why } => {
+                self.reply_reason = DropReason::Tunnel(why);
+                Verdict::Reply(len)
+            }
+            TxOut::Drop(e) => Verdict::Drop(DropReason::Tunnel(e)),
+        }
+    }
+
     /// No destination available: answer the client with ICMP port
     /// unreachable, as the kernel does (spec §1.4).
     fn no_destination(&mut self, pkt: &[u8], info: &PacketInfo, vnet: bool) -> Verdict {
+        self.reply_reason = DropReason::NoDestination;
         let off = if vnet { VNET_HDR_LEN } else { 0 };
         self.reply[..off].fill(0);
         match icmp::build_port_unreachable(&mut self.reply[off..], pkt, info) {
@@ -402,11 +484,13 @@ impl Pipeline {
         }
     }
 
-    /// ICMP: errors about a tracked NAT flow are translated; everything else
-    /// is not ours.
-    fn icmp(&mut self, now: u64, pkt: &mut [u8], info: &PacketInfo) -> Verdict {
+    /// ICMP: errors about a tracked NAT flow are translated, errors from the
+    /// client side about a tunnel connection are encapsulated to its real
+    /// server (spec §3.13); everything else is not ours.
+    fn icmp(&mut self, now: u64, pkt: &mut [u8], info: &PacketInfo) -> IcmpAction {
+        use IcmpAction::Done;
         let Some(emb) = icmp::parse_icmp_error(pkt, info) else {
-            return Verdict::Drop(DropReason::IcmpNotError);
+            return Done(Verdict::Drop(DropReason::IcmpNotError));
         };
         // The quoted packet went the other way: invert it to find the conn.
         let key = crate::conntrack::FlowKey {
@@ -417,10 +501,20 @@ impl Pipeline {
             dport: emb.sport,
         };
         let Some((conn, side)) = self.dir.conns.lookup_live(&key, now) else {
-            return Verdict::Drop(DropReason::IcmpUnrelated);
+            return Done(Verdict::Drop(DropReason::IcmpUnrelated));
         };
+        if conn.fwd.fwd == FwdMethod::Tunnel && side == Side::Client && self.tunnel.is_some() {
+            if !icmp::icmp_checksum_ok(pkt, info) {
+                return Done(Verdict::Drop(DropReason::Rewrite(
+                    nat::RewriteError::BadChecksum,
+                )));
+            }
+            conn.touch(now);
+            conn.dest.stats.count_in(info.total_len);
+            return IcmpAction::Tunnel(conn);
+        }
         if conn.fwd.fwd != FwdMethod::Masq {
-            return Verdict::Drop(DropReason::MethodUnavailable);
+            return Done(Verdict::Drop(DropReason::MethodUnavailable));
         }
         let len = info.total_len;
         let res = match side {
@@ -428,7 +522,7 @@ impl Pipeline {
             Side::Server => icmp::icmp_nat_out(pkt, info, &emb, conn.vaddr, conn.vport),
         };
         if let Err(e) = res {
-            return Verdict::Drop(DropReason::Rewrite(e));
+            return Done(Verdict::Drop(DropReason::Rewrite(e)));
         }
         // No timer re-arm: the kernel only puts the conn back (ip_vs_in_icmp,
         // __ip_vs_conn_put), so errors alone never keep a flow alive.
@@ -441,8 +535,16 @@ impl Pipeline {
                 Side::Server => s.count_out(len),
             }
         }
-        Verdict::Forward
+        Done(Verdict::Forward)
     }
+}
+
+/// What [`Pipeline::icmp`] decided.
+enum IcmpAction {
+    /// Done (translated in place, or dropped).
+    Done(Verdict),
+    /// An error from the client side about this tunnel connection: encapsulate it.
+    Tunnel(Arc<Conn>),
 }
 
 /// A TCP SYN without RST: the only TCP packet that may start a connection.

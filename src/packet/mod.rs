@@ -26,10 +26,13 @@
 //! ```
 
 pub mod csum;
+pub mod decap;
+pub mod gso;
 pub mod icmp;
 pub mod nat;
 pub mod parse;
 pub mod testutil;
+pub mod tunnel;
 pub mod vnet;
 
 pub use icmp::{
