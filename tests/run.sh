@@ -11,4 +11,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 netns-lab/deps.sh
 # One build shared by every test binary; the e2e tests use the same binary.
-cargo test --all-targets --no-fail-fast
+# Benchmarks run once each in test mode (criterion), doc examples, then every
+# unit, golden and end-to-end test.
+cargo test --benches --no-fail-fast
+cargo test --doc --no-fail-fast
+cargo test --lib --bins --tests --no-fail-fast
