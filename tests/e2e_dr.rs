@@ -17,7 +17,7 @@ mod common;
 
 use common::*;
 
-const VIP: &str = "207.175.44.110";
+const VIP: &str = IPVS_SH_VIP;
 
 /// `ipvs.sh` §5.2 with tunvs's bridge on the director; `nat` prepares the
 /// real server as the NAT case does (no direct path, default route via the
@@ -124,57 +124,6 @@ fn start_tap_director(lab: &mut Lab) -> Daemon {
     d
 }
 
-/// Send `payload` from ns0 to VIP:8080 with socat, received by socat in ns2.
-fn transfer(lab: &mut Lab, payload: &[u8]) -> Vec<u8> {
-    let infile = lab.tmp.join("in");
-    let outfile = lab.tmp.join("out");
-    std::fs::write(&infile, payload).unwrap();
-    let _ = std::fs::remove_file(&outfile);
-    let out_s = outfile.to_string_lossy().into_owned();
-    lab.spawn(
-        "ns2",
-        &[
-            "sh",
-            "-c",
-            &format!("timeout 20 socat -u -4 TCP-LISTEN:8080,reuseaddr STDOUT > {out_s}"),
-        ],
-        None,
-    );
-    lab.wait_until("the server to listen", 5, || {
-        let o = lab.exec("ns2", &["ss", "-ltn", "sport = :8080"]);
-        String::from_utf8_lossy(&o.stdout).contains("8080")
-    });
-    let o = lab.sh_in(
-        "ns0",
-        &format!(
-            "timeout 20 socat -u -4 STDIN TCP:{VIP}:8080 < {}",
-            infile.to_string_lossy()
-        ),
-    );
-    assert!(
-        o.status.success(),
-        "client socat failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let mut got = Vec::new();
-    lab.wait_until("the server to write everything", 20, || {
-        got = std::fs::read(&outfile).unwrap_or_default();
-        got.len() >= payload.len()
-    });
-    got
-}
-
-/// A named counter from `tunvs drops`.
-fn counter(drops: &str, name: &str) -> u64 {
-    drops
-        .lines()
-        .find_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some(name)).then(|| w.next().unwrap().parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("no counter {name} in:\n{drops}"))
-}
-
 /// InPkts and OutPkts of the service line of `ipvsadm -L -n --stats`.
 fn service_pkts(stats: &str, svc: &str) -> (u64, u64) {
     let line = stats
@@ -198,7 +147,7 @@ fn ipvs_sh_dr_case_over_tap_32_random_bytes_arrive_intact() {
     d.adm_ok(&["-A", "-t", &format!("{VIP}:8080"), "-s", "rr"]);
     d.adm_ok(&["-a", "-t", &format!("{VIP}:8080"), "-r", "172.16.0.2:8080"]);
     let payload = random_bytes(32);
-    let got = transfer(&mut lab, &payload);
+    let got = transfer_to_vip(&mut lab, &payload, 20);
     assert_eq!(got, payload, "payload differs; daemon log:\n{}", d.log());
     let l = d.adm_ok(&["-L", "-n"]);
     let want = format!(
@@ -211,8 +160,8 @@ fn ipvs_sh_dr_case_over_tap_32_random_bytes_arrive_intact() {
     assert!(inp >= 4, "SYN, ACK, data, FIN at least: {inp}");
     assert_eq!(outp, 0);
     let drops = d.drops();
-    assert_eq!(counter(&drops, "forwarded"), inp, "{drops}");
-    assert_eq!(counter(&drops, "l2_ip_in"), inp, "{drops}");
+    assert_eq!(drops_row(&drops, "forwarded"), inp, "{drops}");
+    assert_eq!(drops_row(&drops, "l2_ip_in"), inp, "{drops}");
     // Input-only state table (spec §3.3): after the client's FIN, FIN_WAIT.
     lab.wait_until("the connection to reach FIN_WAIT", 5, || {
         d.adm_ok(&["-L", "-n", "-c"]).contains("FIN_WAIT")
@@ -234,14 +183,14 @@ fn nat_over_tap_32_random_bytes_arrive_intact() {
         "172.16.0.2:8080",
     ]);
     let payload = random_bytes(32);
-    let got = transfer(&mut lab, &payload);
+    let got = transfer_to_vip(&mut lab, &payload, 20);
     assert_eq!(got, payload, "payload differs; daemon log:\n{}", d.log());
     // Both directions went through tunvs: replies to the client through
     // the gateway (ns1's kernel on br12).
     let (inp, outp) = service_pkts(&d.adm_ok(&["-L", "-n", "--stats"]), "207.175.44.110:8080");
     assert!(inp >= 4 && outp >= 2, "in {inp} out {outp}");
     let drops = d.drops();
-    assert_eq!(counter(&drops, "forwarded"), inp + outp, "{drops}");
+    assert_eq!(drops_row(&drops, "forwarded"), inp + outp, "{drops}");
 }
 
 /// The DR lab as a newcomer runs it: 10 requests alternate between the two
@@ -293,8 +242,8 @@ fn dr_lab_balances_and_no_reply_crosses_tunvs() {
     // … and every IP frame tunvs read was a client packet it forwarded:
     // not one reply reached it.
     let drops = section("tunvs drops");
-    assert_eq!(counter(&drops, "forwarded"), inp, "{drops}");
-    assert_eq!(counter(&drops, "l2_ip_in"), inp, "{drops}");
+    assert_eq!(drops_row(&drops, "forwarded"), inp, "{drops}");
+    assert_eq!(drops_row(&drops, "l2_ip_in"), inp, "{drops}");
     assert!(
         out.contains("via 192.168.50.1"),
         "replies go to the router: {out}"

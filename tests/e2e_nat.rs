@@ -6,45 +6,17 @@ mod common;
 
 use common::*;
 
-const VIP: &str = "207.175.44.110";
+const VIP: &str = IPVS_SH_VIP;
 
-/// The `ipvs.sh` topology (spec §5.2), NAT variant (§5.4): client ns0 with
-/// br0, director ns1, real server ns2 whose direct path is removed.
+/// The `ipvs.sh` topology (spec §5.2), NAT variant (§5.4): the real
+/// server's direct path to the client is removed, so replies come through us.
 fn ipvs_sh_nat_topology(lab: &mut Lab) {
-    for n in ["ns0", "ns1", "ns2"] {
-        lab.add_ns(n);
-    }
-    lab.veth("ns0", "veth01", "ns1", "veth10");
-    lab.veth("ns0", "veth02", "ns2", "veth20");
-    lab.veth("ns1", "veth12", "ns2", "veth21");
-    lab.exec_ok("ns0", &["ip", "link", "add", "br0", "type", "bridge"]);
-    lab.exec_ok("ns0", &["ip", "link", "set", "veth01", "master", "br0"]);
-    lab.exec_ok("ns0", &["ip", "link", "set", "veth02", "master", "br0"]);
-    lab.exec_ok("ns0", &["ip", "link", "set", "br0", "up"]);
-    lab.exec_ok("ns0", &["ip", "addr", "add", "10.0.0.2/24", "dev", "br0"]);
-    lab.exec_ok(
-        "ns1",
-        &["ip", "addr", "add", "10.0.0.1/24", "dev", "veth10"],
-    );
+    ipvs_sh_base(lab);
     lab.exec_ok(
         "ns1",
         &["ip", "addr", "add", "172.16.0.1/24", "dev", "veth12"],
     );
-    lab.exec_ok(
-        "ns2",
-        &["ip", "addr", "add", "172.16.0.2/24", "dev", "veth21"],
-    );
-    lab.exec_ok(
-        "ns2",
-        &["ip", "addr", "add", "10.0.0.3/24", "dev", "veth20"],
-    );
-    // NAT: the client reaches the VIP through the director …
-    lab.exec_ok(
-        "ns0",
-        &["ip", "route", "add", VIP, "via", "10.0.0.1", "dev", "br0"],
-    );
     lab.exec_ok("ns1", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    // … and the real server has no direct path back: replies go through us.
     lab.exec_ok("ns2", &["ip", "link", "del", "veth20"]);
     lab.exec_ok(
         "ns2",
@@ -77,47 +49,6 @@ fn ipvsadm_nat_service(d: &Daemon, lab: &Lab) {
     );
 }
 
-/// Send `payload` from ns0 to VIP:8080 with socat, received by socat in ns2.
-fn transfer(lab: &mut Lab, payload: &[u8]) -> Vec<u8> {
-    let infile = lab.tmp.join("in");
-    let outfile = lab.tmp.join("out");
-    std::fs::write(&infile, payload).unwrap();
-    let _ = std::fs::remove_file(&outfile);
-    let out_s = outfile.to_string_lossy().into_owned();
-    lab.spawn(
-        "ns2",
-        &[
-            "sh",
-            "-c",
-            &format!("timeout 20 socat -u -4 TCP-LISTEN:8080,reuseaddr STDOUT > {out_s}"),
-        ],
-        None,
-    );
-    // Wait until the listener is up (bounded) before sending.
-    lab.wait_until("the server to listen", 5, || {
-        let o = lab.exec("ns2", &["ss", "-ltn", "sport = :8080"]);
-        String::from_utf8_lossy(&o.stdout).contains("8080")
-    });
-    let o = lab.sh_in(
-        "ns0",
-        &format!(
-            "timeout 20 socat -u -4 STDIN TCP:{VIP}:8080 < {}",
-            infile.to_string_lossy()
-        ),
-    );
-    assert!(
-        o.status.success(),
-        "client socat failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let mut got = Vec::new();
-    lab.wait_until("the server to write everything", 20, || {
-        got = std::fs::read(&outfile).unwrap_or_default();
-        got.len() >= payload.len()
-    });
-    got
-}
-
 #[test]
 fn ipvs_sh_nat_case_32_random_bytes_arrive_intact() {
     let mut lab = Lab::new("n");
@@ -125,7 +56,7 @@ fn ipvs_sh_nat_case_32_random_bytes_arrive_intact() {
     let d = lab.start_tunvs("ns1", &["--dev", "tunvs0"]);
     ipvsadm_nat_service(&d, &lab);
     let payload = random_bytes(32);
-    let got = transfer(&mut lab, &payload);
+    let got = transfer_to_vip(&mut lab, &payload, 20);
     assert_eq!(got, payload, "payload differs; daemon log:\n{}", d.log());
     // The listing shows the NAT destination and the connection it carried.
     let l = d.adm_ok(&["-L", "-n"]);
@@ -163,34 +94,24 @@ fn partial_checksums_are_right_on_a_bulk_transfer() {
     lab.exec_ok("ns0", &["ethtool", "-K", "veth01", "rx", "off"]);
     let d = lab.start_tunvs("ns1", &["--dev", "tunvs0"]);
     ipvsadm_nat_service(&d, &lab);
-    let before = in_csum_errors(&lab, "ns2");
+    let before = snmp(&lab, "ns2", "Tcp", "InCsumErrors");
     let payload = random_bytes(8 << 20);
-    let got = transfer(&mut lab, &payload);
+    let got = transfer_to_vip(&mut lab, &payload, 20);
     assert!(
         got == payload,
         "bulk payload differs (len {} vs {})",
         got.len(),
         payload.len()
     );
-    let after = in_csum_errors(&lab, "ns2");
+    let after = snmp(&lab, "ns2", "Tcp", "InCsumErrors");
     assert_eq!(after, before, "receiver counted TCP checksum errors");
     assert_eq!(
-        in_csum_errors(&lab, "ns0"),
+        snmp(&lab, "ns0", "Tcp", "InCsumErrors"),
         0,
         "client counted TCP checksum errors"
     );
     let drops = d.drops();
     assert!(drops.contains("forwarded"), "{drops}");
-}
-
-/// `Tcp: … InCsumErrors` from /proc/net/snmp inside a namespace.
-fn in_csum_errors(lab: &Lab, n: &str) -> u64 {
-    let snmp = lab.exec_ok(n, &["cat", "/proc/net/snmp"]);
-    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-    let head: Vec<&str> = tcp.next().unwrap().split_whitespace().collect();
-    let vals: Vec<&str> = tcp.next().unwrap().split_whitespace().collect();
-    let i = head.iter().position(|h| *h == "InCsumErrors").unwrap();
-    vals[i].parse().unwrap()
 }
 
 /// The NAT lab as a newcomer runs it, with 30 requests per scheduler:

@@ -10,42 +10,15 @@ use std::path::PathBuf;
 
 use common::*;
 
-const VIP: &str = "207.175.44.110";
+const VIP: &str = IPVS_SH_VIP;
 
 /// The `ipvs.sh` topology (spec §5.2), TUN variant (§5.4): client ns0 with br0,
 /// director ns1, real server ns2 which keeps its direct path to the client.
 fn ipvs_sh_tun_topology(lab: &mut Lab) {
-    for n in ["ns0", "ns1", "ns2"] {
-        lab.add_ns(n);
-    }
-    lab.veth("ns0", "veth01", "ns1", "veth10");
-    lab.veth("ns0", "veth02", "ns2", "veth20");
-    lab.veth("ns1", "veth12", "ns2", "veth21");
-    lab.exec_ok("ns0", &["ip", "link", "add", "br0", "type", "bridge"]);
-    lab.exec_ok("ns0", &["ip", "link", "set", "veth01", "master", "br0"]);
-    lab.exec_ok("ns0", &["ip", "link", "set", "veth02", "master", "br0"]);
-    lab.exec_ok("ns0", &["ip", "link", "set", "br0", "up"]);
-    lab.exec_ok("ns0", &["ip", "addr", "add", "10.0.0.2/24", "dev", "br0"]);
-    lab.exec_ok(
-        "ns1",
-        &["ip", "addr", "add", "10.0.0.1/24", "dev", "veth10"],
-    );
+    ipvs_sh_base(lab);
     lab.exec_ok(
         "ns1",
         &["ip", "addr", "add", "172.16.0.1/24", "dev", "veth12"],
-    );
-    lab.exec_ok(
-        "ns2",
-        &["ip", "addr", "add", "172.16.0.2/24", "dev", "veth21"],
-    );
-    lab.exec_ok(
-        "ns2",
-        &["ip", "addr", "add", "10.0.0.3/24", "dev", "veth20"],
-    );
-    // test_tun: the client reaches the VIP through the director …
-    lab.exec_ok(
-        "ns0",
-        &["ip", "route", "add", VIP, "via", "10.0.0.1", "dev", "br0"],
     );
     // … ns1: (modprobe ipip; ip link set tunl0 up: not needed by tunvs)
     for s in [
@@ -145,46 +118,6 @@ fn start_realserver(lab: &mut Lab, ns: &str, args: &[&str]) -> RealServer {
     rs
 }
 
-/// Send `payload` from ns0 to VIP:8080 with socat, received by socat in ns2.
-fn transfer(lab: &mut Lab, payload: &[u8], secs: u64) -> Vec<u8> {
-    let infile = lab.tmp.join("in");
-    let outfile = lab.tmp.join("out");
-    std::fs::write(&infile, payload).unwrap();
-    let _ = std::fs::remove_file(&outfile);
-    let out_s = outfile.to_string_lossy().into_owned();
-    lab.spawn(
-        "ns2",
-        &[
-            "sh",
-            "-c",
-            &format!("timeout {secs} socat -u -4 TCP-LISTEN:8080,reuseaddr STDOUT > {out_s}"),
-        ],
-        None,
-    );
-    lab.wait_until("the server to listen", 5, || {
-        let o = lab.exec("ns2", &["ss", "-ltn", "sport = :8080"]);
-        String::from_utf8_lossy(&o.stdout).contains("8080")
-    });
-    let o = lab.sh_in(
-        "ns0",
-        &format!(
-            "timeout {secs} socat -u -4 STDIN TCP:{VIP}:8080 < {}",
-            infile.to_string_lossy()
-        ),
-    );
-    assert!(
-        o.status.success(),
-        "client socat failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let mut got = Vec::new();
-    lab.wait_until("the server to write everything", secs, || {
-        got = std::fs::read(&outfile).unwrap_or_default();
-        got.len() >= payload.len()
-    });
-    got
-}
-
 /// The ipvs.sh TUN case with `--tun-type` options `tun_opts` on the director and
 /// `rs_args` for the real-server helper; returns the daemon and helper for more
 /// checks.
@@ -195,7 +128,7 @@ fn ipvs_sh_tun_case(tag: &str, tun_opts: &[&str], rs_args: &[&str], want_info: &
     let d = lab.start_tunvs("ns1", &["--dev", "tunvs0"]);
     ipvsadm_tun_service(&d, &lab, tun_opts);
     let payload = random_bytes(32);
-    let got = transfer(&mut lab, &payload, 10);
+    let got = transfer_to_vip(&mut lab, &payload, 10);
     assert_eq!(
         got,
         payload,
@@ -259,28 +192,6 @@ fn ipvs_sh_tun_case_gre_32_random_bytes_arrive_intact() {
     );
 }
 
-/// One row of `tunvs drops`.
-fn drop_count(d: &Daemon, name: &str) -> u64 {
-    let t = d.drops();
-    t.lines()
-        .find_map(|l| {
-            let mut it = l.split_whitespace();
-            (it.next() == Some(name)).then(|| it.next().unwrap().parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("no row {name} in {t}"))
-}
-
-/// A `/proc/net/snmp` counter (`Tcp`, `InCsumErrors`) inside a namespace.
-fn snmp(lab: &Lab, n: &str, group: &str, name: &str) -> u64 {
-    let snmp = lab.exec_ok(n, &["cat", "/proc/net/snmp"]);
-    let prefix = format!("{group}:");
-    let mut rows = snmp.lines().filter(|l| l.starts_with(&prefix));
-    let head: Vec<&str> = rows.next().unwrap().split_whitespace().collect();
-    let vals: Vec<&str> = rows.next().unwrap().split_whitespace().collect();
-    let i = head.iter().position(|h| *h == name).unwrap();
-    vals[i].parse().unwrap()
-}
-
 /// 8 MB through the tunnel with the offloads on (the director receives GSO
 /// super-packets and must segment them) over a director↔real-server link of MTU
 /// 1400, with software checksums on that link: the bytes arrive intact, no
@@ -297,7 +208,7 @@ fn bulk_case(tag: &str, tun_opts: &[&str], rs_args: &[&str]) {
     let d = lab.start_tunvs("ns1", &["--dev", "tunvs0"]);
     ipvsadm_tun_service(&d, &lab, tun_opts);
     let payload = random_bytes(8 << 20);
-    let got = transfer(&mut lab, &payload, 60);
+    let got = transfer_to_vip(&mut lab, &payload, 60);
     assert!(
         got == payload,
         "bulk payload differs (len {} vs {}); drops:\n{}\nreal server:\n{}",
@@ -308,10 +219,10 @@ fn bulk_case(tag: &str, tun_opts: &[&str], rs_args: &[&str]) {
     );
     let drops = d.drops();
     assert!(
-        drop_count(&d, "gso_segmented") > 0,
+        drops_row(&d.drops(), "gso_segmented") > 0,
         "offloads gave no GSO: {drops}"
     );
-    assert!(drop_count(&d, "tunnel_frag_needed") > 0, "{drops}");
+    assert!(drops_row(&d.drops(), "tunnel_frag_needed") > 0, "{drops}");
     let max = rs.counter(&lab, "max_outer_len");
     assert!(
         (1300..=1400).contains(&max),
@@ -415,7 +326,7 @@ fn bulk_through_a_router_learns_the_path_mtu_from_icmp() {
         &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"],
     );
     let payload = random_bytes(8 << 20);
-    let got = transfer(&mut lab, &payload, 60);
+    let got = transfer_to_vip(&mut lab, &payload, 60);
     assert!(
         got == payload,
         "bulk payload differs (len {} vs {}); drops:\n{}",
@@ -432,8 +343,12 @@ fn bulk_through_a_router_learns_the_path_mtu_from_icmp() {
         "the client never heard of the smaller path MTU"
     );
     // tunvs relayed it (the data path's own check then has nothing to refuse).
-    assert!(drop_count(&d, "icmp_replies") > 0, "{}", d.drops());
-    assert!(drop_count(&d, "tunnel_frag_needed") > 0, "{}", d.drops());
+    assert!(drops_row(&d.drops(), "icmp_replies") > 0, "{}", d.drops());
+    assert!(
+        drops_row(&d.drops(), "tunnel_frag_needed") > 0,
+        "{}",
+        d.drops()
+    );
     let max = rs.counter(&lab, "max_outer_len");
     assert!(
         (1300..=1400).contains(&max),

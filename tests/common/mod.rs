@@ -395,3 +395,118 @@ pub fn http_get(lab: &Lab, n: &str, url: &str) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+/// The kernel selftest's VIP (spec §5.2).
+pub const IPVS_SH_VIP: &str = "207.175.44.110";
+
+/// The part of the `ipvs.sh` topology (spec §5.2) every mode shares: client
+/// ns0 (`br0` 10.0.0.2/24 over veth01 and veth02), director ns1 (veth10
+/// 10.0.0.1/24; veth12 left to the caller), real server ns2 (veth21
+/// 172.16.0.2/24, veth20 10.0.0.3/24), and the client's route to the VIP via
+/// 10.0.0.1. Each mode then does what its `test_*` function does.
+pub fn ipvs_sh_base(lab: &mut Lab) {
+    for n in ["ns0", "ns1", "ns2"] {
+        lab.add_ns(n);
+    }
+    lab.veth("ns0", "veth01", "ns1", "veth10");
+    lab.veth("ns0", "veth02", "ns2", "veth20");
+    lab.veth("ns1", "veth12", "ns2", "veth21");
+    for cmd in [
+        "ip link add br0 type bridge",
+        "ip link set veth01 master br0",
+        "ip link set veth02 master br0",
+        "ip link set br0 up",
+        "ip addr add 10.0.0.2/24 dev br0",
+    ] {
+        lab.exec_ok("ns0", &cmd.split(' ').collect::<Vec<_>>());
+    }
+    lab.exec_ok(
+        "ns1",
+        &["ip", "addr", "add", "10.0.0.1/24", "dev", "veth10"],
+    );
+    lab.exec_ok(
+        "ns2",
+        &["ip", "addr", "add", "172.16.0.2/24", "dev", "veth21"],
+    );
+    lab.exec_ok(
+        "ns2",
+        &["ip", "addr", "add", "10.0.0.3/24", "dev", "veth20"],
+    );
+    lab.exec_ok(
+        "ns0",
+        &[
+            "ip",
+            "route",
+            "add",
+            IPVS_SH_VIP,
+            "via",
+            "10.0.0.1",
+            "dev",
+            "br0",
+        ],
+    );
+}
+
+/// The selftest's check (spec §5.3): `payload` from ns0 to VIP:8080 with
+/// socat, received by socat listening on 8080 in ns2; returns what arrived.
+/// Every wait is bounded by `secs`.
+pub fn transfer_to_vip(lab: &mut Lab, payload: &[u8], secs: u64) -> Vec<u8> {
+    let infile = lab.tmp.join("in");
+    let outfile = lab.tmp.join("out");
+    std::fs::write(&infile, payload).unwrap();
+    let _ = std::fs::remove_file(&outfile);
+    let out_s = outfile.to_string_lossy().into_owned();
+    lab.spawn(
+        "ns2",
+        &[
+            "sh",
+            "-c",
+            &format!("timeout {secs} socat -u -4 TCP-LISTEN:8080,reuseaddr STDOUT > {out_s}"),
+        ],
+        None,
+    );
+    lab.wait_until("the server to listen", 5, || {
+        let o = lab.exec("ns2", &["ss", "-ltn", "sport = :8080"]);
+        String::from_utf8_lossy(&o.stdout).contains("8080")
+    });
+    let o = lab.sh_in(
+        "ns0",
+        &format!(
+            "timeout {secs} socat -u -4 STDIN TCP:{IPVS_SH_VIP}:8080 < {}",
+            infile.to_string_lossy()
+        ),
+    );
+    assert!(
+        o.status.success(),
+        "client socat failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut got = Vec::new();
+    lab.wait_until("the server to write everything", secs, || {
+        got = std::fs::read(&outfile).unwrap_or_default();
+        got.len() >= payload.len()
+    });
+    got
+}
+
+/// A named row of `tunvs drops` output.
+pub fn drops_row(drops: &str, name: &str) -> u64 {
+    drops
+        .lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(name)).then(|| w.next().unwrap().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no row {name} in:\n{drops}"))
+}
+
+/// A `/proc/net/snmp` counter (e.g. `Tcp` `InCsumErrors`) inside a namespace.
+pub fn snmp(lab: &Lab, n: &str, group: &str, name: &str) -> u64 {
+    let snmp = lab.exec_ok(n, &["cat", "/proc/net/snmp"]);
+    let prefix = format!("{group}:");
+    let mut rows = snmp.lines().filter(|l| l.starts_with(&prefix));
+    let head: Vec<&str> = rows.next().unwrap().split_whitespace().collect();
+    let vals: Vec<&str> = rows.next().unwrap().split_whitespace().collect();
+    let i = head.iter().position(|h| *h == name).unwrap();
+    vals[i].parse().unwrap()
+}
