@@ -75,7 +75,6 @@ pub struct TemplateKey {
 struct ConnMut {
     state: u8,
     flags: u32,
-    timeout_ms: u64,
 }
 
 /// One tracked flow or persistence template.
@@ -110,6 +109,9 @@ pub struct Conn {
     /// One-packet scheduling (`-o`): never hashed, released after its packet.
     one_packet: bool,
     last_seen: AtomicU64,
+    /// The idle timeout of the current state: read on every lookup without
+    /// the state lock, written under it.
+    timeout_ms: AtomicU64,
     m: Mutex<ConnMut>,
 }
 
@@ -168,11 +170,8 @@ impl Conn {
             one_packet,
             last_seen: AtomicU64::new(now_ms),
             // Placeholder until the first packet sets the state's timeout.
-            m: Mutex::new(ConnMut {
-                state: 0,
-                flags,
-                timeout_ms: 3_000,
-            }),
+            timeout_ms: AtomicU64::new(3_000),
+            m: Mutex::new(ConnMut { state: 0, flags }),
         })
     }
 
@@ -203,10 +202,10 @@ impl Conn {
             tkey: Some(key),
             one_packet: false,
             last_seen: AtomicU64::new(now_ms),
+            timeout_ms: AtomicU64::new(timeout_s as u64 * 1000),
             m: Mutex::new(ConnMut {
                 state: 0,
                 flags: CONN_F_TEMPLATE,
-                timeout_ms: timeout_s as u64 * 1000,
             }),
         })
     }
@@ -237,7 +236,7 @@ impl Conn {
 
     /// The instant (ms) this entry expires unless refreshed.
     pub fn expires_at(&self) -> u64 {
-        self.last_seen() + self.lock().timeout_ms
+        self.last_seen() + self.timeout_ms.load(Relaxed)
     }
 
     /// True for one-packet connections.
@@ -294,10 +293,10 @@ impl Conn {
                 }
                 m.state = new as u8;
             }
-            m.timeout_ms = t.tcp_ms(new);
+            self.timeout_ms.store(t.tcp_ms(new), Relaxed);
         } else {
             // UDP (and anything else): one state, always inactive.
-            m.timeout_ms = t.udp_ms();
+            self.timeout_ms.store(t.udp_ms(), Relaxed);
             if side == Side::Server {
                 if let Some(t) = &self.control {
                     t.assure();
@@ -337,7 +336,7 @@ impl Conn {
 
     /// Force the timer to fire at the next sweep.
     pub fn expire_now(&self) {
-        self.lock().timeout_ms = 0;
+        self.timeout_ms.store(0, Relaxed);
         self.last_seen.store(0, Relaxed);
     }
 
@@ -581,7 +580,7 @@ impl ConnTable {
         for (k, t) in dead_t {
             if t.n_control.load(Relaxed) > 0 {
                 // A template lives as long as the connections it controls.
-                t.lock().timeout_ms = TEMPLATE_HOLD_MS;
+                t.timeout_ms.store(TEMPLATE_HOLD_MS, Relaxed);
                 t.refresh(now_ms);
                 continue;
             }

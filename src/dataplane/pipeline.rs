@@ -234,14 +234,15 @@ impl Pipeline {
             dst: info.dst,
             dport: info.dport,
         };
-        let dir = self.dir.clone();
-        let conns = &dir.conns;
-        let (conn, side) = match conns.lookup_live(&key, now) {
+        // No clone of the director per packet: its refcount would bounce
+        // between the queue workers' cores.
+        let found = self.dir.conns.lookup_live(&key, now);
+        let (conn, side) = match found {
             Some((c, side)) => {
                 // A SYN on a tuple whose old connection is closing starts a new
                 // one (conn_reuse_mode=1, spec §3.10).
                 if side == Side::Client && is_new_conn(&info) && c.is_reusable() {
-                    conns.expire_conn(&c);
+                    self.dir.conns.expire_conn(&c);
                     match self.new_conn(now, pkt, &info, vnet) {
                         Ok(c) => (c, Side::Client),
                         Err(v) => return v,
@@ -268,7 +269,7 @@ impl Pipeline {
             }
             return Verdict::Drop(DropReason::MethodUnavailable);
         }
-        conn.on_packet(now, side, info.tcp_flags, &conns.timeouts);
+        conn.on_packet(now, side, info.tcp_flags, &self.dir.conns.timeouts);
         let len = info.total_len;
         let res = match side {
             Side::Client => {
