@@ -155,3 +155,33 @@ fn nat_lab_balances_rr_and_wrr() {
     );
     assert!(out.contains("lab: removed namespaces"), "{out}");
 }
+
+/// The same NAT case with two device queues (one worker each; the two
+/// directions of a flow may land on different queues and share the table),
+/// and with the offloads off (plain packets, final checksums).
+#[test]
+fn nat_case_with_two_queues_and_without_offload() {
+    for extra in [&["--queues", "2"][..], &["--no-offload"][..]] {
+        let mut lab = Lab::new("q");
+        ipvs_sh_nat_topology(&mut lab);
+        let mut args = vec!["--dev", "tunvs0"];
+        args.extend_from_slice(extra);
+        let d = lab.start_tunvs("ns1", &args);
+        ipvsadm_nat_service(&d, &lab);
+        let payload = random_bytes(1 << 20);
+        let got = transfer_to_vip(&mut lab, &payload, 20);
+        assert!(
+            got == payload,
+            "{extra:?}: payload differs; log:\n{}",
+            d.log()
+        );
+        let log = d.log();
+        let want = if extra[0] == "--queues" {
+            "2 queues, offload on"
+        } else {
+            "1 queue, offload off"
+        };
+        assert!(log.contains(want), "{extra:?}: {log}");
+        assert!(drops_row(&d.drops(), "forwarded") > 0);
+    }
+}
