@@ -13,11 +13,16 @@
 //! that owns the DIPs ([`Host`]) and the neighbour table are shared; the
 //! first worker runs smoltcp's timers and announces the DIPs (gratuitous
 //! ARP) at start.
+//!
+//! Tunnel destinations (`-i`) get their route — outer source DIP and the
+//! link MTU — from tap mode's own addressing ([`l2_tunnel`]): when they are
+//! added (the director hooks) and on every housekeeping tick, which also
+//! re-reads the link MTU (the TAP's, and the bridge's when enslaved).
 
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,8 +36,10 @@ use crate::dataplane::buf::PacketBuf;
 use crate::dataplane::device::{Device, DeviceConfig, DeviceKind, Queue};
 use crate::dataplane::drop::{Counters, DropReason};
 use crate::dataplane::l2::{L2Config, L2Counters, L2Pipeline, L2Verdict};
+use crate::dataplane::l2_tunnel;
 use crate::dataplane::neigh::{Mac, NeighTable};
 use crate::dataplane::pipeline::{Methods, Pipeline};
+use crate::dataplane::xmit_tunnel::TunnelRoutes;
 use crate::director::{Director, Hooks};
 use crate::host::Host;
 use crate::netcfg::Netlink;
@@ -127,10 +134,14 @@ pub fn mac_string(m: &Mac) -> String {
         .join(":")
 }
 
-/// Tap mode's hooks: nothing to steer; warn about methods it cannot carry.
+/// Tap mode's hooks: nothing to steer; tunnel destinations get their route
+/// at once; warn about what it cannot carry.
 #[derive(Debug)]
 struct TapHooks {
     dev: String,
+    cfg: Arc<L2Config>,
+    routes: Arc<TunnelRoutes>,
+    mtu: Arc<AtomicU32>,
 }
 
 impl Hooks for TapHooks {
@@ -143,21 +154,51 @@ impl Hooks for TapHooks {
         }
     }
 
-    fn dest_warning(&self, d: &DestSpec) -> Option<String> {
-        let flag = match d.fwd {
-            FwdMethod::Masq | FwdMethod::Route => return None,
-            FwdMethod::Tunnel => "-i",
-            FwdMethod::Local => "local",
-        };
-        Some(format!(
-            "tunvs: warning: forwarding method {} ({flag}) is not available yet on {} (tap mode); \
-             connections scheduled to {} are dropped and counted as method_unavailable. \
-             Use -g (direct routing) or -m (NAT).",
-            d.fwd.name(),
-            self.dev,
-            d.addr
-        ))
+    fn dest_added(&self, _svc: &SvcId, d: &DestSpec) -> Result<(), String> {
+        if d.fwd == FwdMethod::Tunnel
+            && d.addr.is_ipv4()
+            && !l2_tunnel::resolve_into(&self.routes, &self.cfg, d.addr, self.mtu.load(Relaxed))
+        {
+            eprintln!(
+                "tunvs: warning: no route to tunnel real server {}: it is on none of the \
+                 --address links and there is no --gateway on one; its packets are dropped \
+                 and counted as tunnel_no_route.",
+                d.addr
+            );
+        }
+        Ok(())
     }
+
+    fn dest_warning(&self, d: &DestSpec) -> Option<String> {
+        match d.fwd {
+            FwdMethod::Masq | FwdMethod::Route => None,
+            FwdMethod::Tunnel if d.addr.is_ipv4() => None,
+            FwdMethod::Tunnel => Some(format!(
+                "tunvs: warning: tunnelling to IPv6 real servers is not available yet; \
+                 connections scheduled to {} are dropped and counted as tunnel_ipv6_outer.",
+                d.addr
+            )),
+            FwdMethod::Local => Some(format!(
+                "tunvs: warning: forwarding method {} is not available on {} (tap mode); \
+                 connections scheduled to {} are dropped and counted as method_unavailable. \
+                 Use -g (direct routing), -m (NAT) or -i (tunnelling).",
+                d.fwd.name(),
+                self.dev,
+                d.addr
+            )),
+        }
+    }
+}
+
+/// The MTU of the TAP's link: the TAP's own, and the bridge's when it is
+/// enslaved (a bridge drops frames above a port's MTU, and its own MTU
+/// follows its smallest port's).
+fn link_mtu(nl: &mut Netlink, dev: &str, bridge: Option<&str>) -> io::Result<u32> {
+    let mut mtu = nl.link_get(dev)?.mtu;
+    if let Some(br) = bridge {
+        mtu = mtu.min(nl.link_get(br)?.mtu);
+    }
+    Ok(mtu)
 }
 
 /// Run the daemon in tap mode until a signal in `sigset` arrives.
@@ -196,10 +237,6 @@ pub(crate) fn run(
     nl.link_set_up(dev.ifindex, true)
         .map_err(|e| format!("cannot set {} up: {e}", dev.name))?;
 
-    let director = Arc::new(Director::new());
-    director.set_hooks(Arc::new(TapHooks {
-        dev: dev.name.clone(),
-    }));
     let mac = tap
         .mac
         .unwrap_or_else(|| default_mac(&dev.name, &tap.addresses));
@@ -209,6 +246,19 @@ pub(crate) fn run(
         gateway: tap.gateway,
         vnet: dev.vnet,
     });
+    let mtu = link_mtu(&mut nl, &dev.name, tap.bridge.as_deref())
+        .map_err(|e| format!("cannot read the MTU of {}: {e}", dev.name))?;
+    let tunnel = TapTunnel {
+        routes: Arc::new(TunnelRoutes::new()),
+        mtu: Arc::new(AtomicU32::new(mtu)),
+    };
+    let director = Arc::new(Director::new());
+    director.set_hooks(Arc::new(TapHooks {
+        dev: dev.name.clone(),
+        cfg: cfg.clone(),
+        routes: tunnel.routes.clone(),
+        mtu: tunnel.mtu.clone(),
+    }));
     let now = crate::util::now_ms();
     let host = Arc::new(Mutex::new(Host::new(
         mac,
@@ -219,7 +269,7 @@ pub(crate) fn run(
     let neigh = Arc::new(NeighTable::new());
     let queues = std::mem::take(&mut dev.queues);
     let result = serve(
-        opts, &dev, queues, director, config, cfg, host, neigh, sigset,
+        opts, &dev, queues, director, config, cfg, host, neigh, tunnel, sigset,
     );
     if enslaved {
         // A persistent device outlives us: give its port back.
@@ -229,6 +279,13 @@ pub(crate) fn run(
     }
     let _ = std::fs::remove_file(&opts.control);
     result
+}
+
+/// What the workers and the housekeeping share for tunnel destinations.
+struct TapTunnel {
+    routes: Arc<TunnelRoutes>,
+    /// The link MTU, re-read every housekeeping tick.
+    mtu: Arc<AtomicU32>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -241,6 +298,7 @@ fn serve(
     cfg: Arc<L2Config>,
     host: Arc<Mutex<Host>>,
     neigh: Arc<NeighTable>,
+    tunnel: TapTunnel,
     sigset: &libc::sigset_t,
 ) -> Result<(), String> {
     for (line, cmd) in &config {
@@ -253,6 +311,9 @@ fn serve(
     let mut ip_counters = Vec::new();
     let mut l2_counters = Vec::new();
     let nq = queues.len();
+    // One configuration for all workers: a flow's GUE source port must not
+    // depend on the queue it arrives on.
+    let tcfg = l2_tunnel::tunnel_config();
     for (i, q) in queues.into_iter().enumerate() {
         let pipe = Pipeline::new(director.clone(), Methods::TAP);
         ip_counters.push(pipe.counters());
@@ -264,7 +325,8 @@ fn serve(
             host.clone(),
             TAP_BUF_LEN,
             i == 0,
-        );
+        )
+        .with_tunnel(tunnel.routes.clone(), tcfg);
         l2_counters.push(l2.counters());
         let stop = stop.clone();
         workers.push(
@@ -278,11 +340,24 @@ fn serve(
         let director = director.clone();
         let neigh = neigh.clone();
         let stop = stop.clone();
+        let cfg = cfg.clone();
+        let (routes, mtu) = (tunnel.routes.clone(), tunnel.mtu.clone());
+        let (dev_name, bridge) = (dev.name.clone(), opts.tap.bridge.clone());
         std::thread::Builder::new()
             .name("tunvs-timer".into())
             .spawn(move || {
+                let nl = Mutex::new(Netlink::open().ok());
                 crate::daemon::housekeeping_with(&director, &stop, &|now| {
                     neigh.expire(now);
+                    // Tunnel routes follow the destinations and the link MTU.
+                    let mut nl = nl.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(m) = nl
+                        .as_mut()
+                        .and_then(|nl| link_mtu(nl, &dev_name, bridge.as_deref()).ok())
+                    {
+                        mtu.store(m, Relaxed);
+                    }
+                    l2_tunnel::refresh(&director, &routes, &cfg, mtu.load(Relaxed));
                 })
             })
             .map_err(|e| e.to_string())?;
@@ -301,11 +376,12 @@ fn serve(
     }
     let addrs: Vec<String> = cfg.addrs.iter().map(|(a, l)| format!("{a}/{l}")).collect();
     println!(
-        "tunvs: running on {} (tap, {} queue{}, offload {}), MAC {}, address {}{}{}, control socket {}",
+        "tunvs: running on {} (tap, {} queue{}, offload {}, MTU {}), MAC {}, address {}{}{}, control socket {}",
         dev.name,
         nq,
         if nq == 1 { "" } else { "s" },
         if dev.vnet { "on" } else { "off" },
+        tunnel.mtu.load(Relaxed),
         mac_string(&cfg.mac),
         addrs.join(" "),
         cfg.gateway
@@ -403,6 +479,11 @@ fn worker(q: Queue, mut l2: L2Pipeline, first: bool, stop: &AtomicBool) {
                 match l2.handle(now, &mut buf, &mut send) {
                     L2Verdict::Forward => send(buf.frame()),
                     L2Verdict::Reply(n) => send(&l2.reply()[..n]),
+                    L2Verdict::Segments(n) => {
+                        for f in l2.segments().take(n) {
+                            send(f);
+                        }
+                    }
                     L2Verdict::Consumed | L2Verdict::Drop(_) => {}
                 }
                 pending = true;
