@@ -155,16 +155,10 @@ impl Hooks for TapHooks {
     }
 
     fn dest_added(&self, _svc: &SvcId, d: &DestSpec) -> Result<(), String> {
-        if d.fwd == FwdMethod::Tunnel
-            && d.addr.is_ipv4()
-            && !l2_tunnel::resolve_into(&self.routes, &self.cfg, d.addr, self.mtu.load(Relaxed))
-        {
-            eprintln!(
-                "tunvs: warning: no route to tunnel real server {}: it is on none of the \
-                 --address links and there is no --gateway on one; its packets are dropped \
-                 and counted as tunnel_no_route.",
-                d.addr
-            );
+        // The route now, so the first packet finds it (housekeeping keeps
+        // it up to date); one without a route is warned about below.
+        if d.fwd == FwdMethod::Tunnel && d.addr.is_ipv4() {
+            l2_tunnel::resolve_into(&self.routes, &self.cfg, d.addr, self.mtu.load(Relaxed));
         }
         Ok(())
     }
@@ -172,7 +166,16 @@ impl Hooks for TapHooks {
     fn dest_warning(&self, d: &DestSpec) -> Option<String> {
         match d.fwd {
             FwdMethod::Masq | FwdMethod::Route => None,
-            FwdMethod::Tunnel if d.addr.is_ipv4() => None,
+            FwdMethod::Tunnel if d.addr.is_ipv4() => l2_tunnel::tunnel_source(&self.cfg, d.addr)
+                .is_none()
+                .then(|| {
+                    format!(
+                        "tunvs: warning: no route to tunnel real server {}: it is on none of the \
+                         --address links of {} and there is no --gateway on one; connections \
+                         scheduled to it are dropped and counted as tunnel_no_route.",
+                        d.addr, self.dev
+                    )
+                }),
             FwdMethod::Tunnel => Some(format!(
                 "tunvs: warning: tunnelling to IPv6 real servers is not available yet; \
                  connections scheduled to {} are dropped and counted as tunnel_ipv6_outer.",
@@ -517,6 +520,60 @@ mod test {
         );
         assert!(parse_mac("01:00:5e:00:00:01").is_err());
         assert!(parse_mac("02:00:00:00:00").is_err());
+    }
+
+    #[test]
+    fn hooks_route_tunnel_destinations_and_warn_only_about_what_cannot_go() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let hooks = TapHooks {
+            dev: "tunvs0".into(),
+            cfg: Arc::new(L2Config {
+                mac: [2, 0, 0, 0, 0, 1],
+                addrs: vec![(ip("172.16.0.1"), 24)],
+                gateway: None,
+                vnet: true,
+            }),
+            routes: Arc::new(TunnelRoutes::new()),
+            mtu: Arc::new(AtomicU32::new(1400)),
+        };
+        let svc = SvcId::Addr {
+            proto: crate::service::Proto::Tcp,
+            addr: ip("207.175.44.110"),
+            port: 80,
+        };
+        let dest = |a: &str, fwd: FwdMethod| {
+            let mut d = DestSpec::new(ip(a), 80);
+            d.fwd = fwd;
+            d
+        };
+        // On the link: routed at once, no warning.
+        let d = dest("172.16.0.2", FwdMethod::Tunnel);
+        hooks.dest_added(&svc, &d).unwrap();
+        assert_eq!(
+            hooks.routes.get(d.addr).unwrap().resolved(0),
+            Some(("172.16.0.1".parse().unwrap(), 1400))
+        );
+        assert_eq!(hooks.dest_warning(&d), None);
+        for m in [FwdMethod::Masq, FwdMethod::Route] {
+            assert_eq!(hooks.dest_warning(&dest("172.16.0.3", m)), None);
+        }
+        // Beyond the link without a gateway: added, unresolved, warned.
+        let far = dest("192.0.2.9", FwdMethod::Tunnel);
+        hooks.dest_added(&svc, &far).unwrap();
+        assert!(hooks.routes.get(far.addr).unwrap().resolved(0).is_none());
+        let w = hooks.dest_warning(&far).unwrap();
+        assert!(
+            w.contains("no route") && w.contains("tunnel_no_route"),
+            "{w}"
+        );
+        let w = hooks
+            .dest_warning(&dest("2001:db8::2", FwdMethod::Tunnel))
+            .unwrap();
+        assert!(w.contains("tunnel_ipv6_outer"), "{w}");
+        let w = hooks
+            .dest_warning(&dest("172.16.0.4", FwdMethod::Local))
+            .unwrap();
+        assert!(w.contains("method_unavailable"), "{w}");
     }
 
     #[test]
