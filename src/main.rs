@@ -157,9 +157,10 @@ Device modes:
                           (its kernel side carries no address). No rules or
                           routes are installed: route each VIP to a DIP on
                           the router, or let the director answer ARP for it.
-                          Methods: direct routing (-g, the ipvsadm default)
-                          and NAT (-m, next hop --gateway for clients beyond
-                          the LAN).
+                          Methods: direct routing (-g, the ipvsadm default),
+                          NAT (-m, next hop --gateway for clients beyond
+                          the LAN) and tunnelling (-i, outer source the DIP
+                          toward the real server, MTU the TAP link's).
 
 Example (tap mode, direct routing):
   tunvs run --device tap --dev tunvs0 --bridge br0 --address 172.16.0.1/24

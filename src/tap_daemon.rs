@@ -13,11 +13,16 @@
 //! that owns the DIPs ([`Host`]) and the neighbour table are shared; the
 //! first worker runs smoltcp's timers and announces the DIPs (gratuitous
 //! ARP) at start.
+//!
+//! Tunnel destinations (`-i`) get their route — outer source DIP and the
+//! link MTU — from tap mode's own addressing ([`l2_tunnel`]): when they are
+//! added (the director hooks) and on every housekeeping tick, which also
+//! re-reads the link MTU (the TAP's, and the bridge's when enslaved).
 
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,8 +36,10 @@ use crate::dataplane::buf::PacketBuf;
 use crate::dataplane::device::{Device, DeviceConfig, DeviceKind, Queue};
 use crate::dataplane::drop::{Counters, DropReason};
 use crate::dataplane::l2::{L2Config, L2Counters, L2Pipeline, L2Verdict};
+use crate::dataplane::l2_tunnel;
 use crate::dataplane::neigh::{Mac, NeighTable};
 use crate::dataplane::pipeline::{Methods, Pipeline};
+use crate::dataplane::xmit_tunnel::TunnelRoutes;
 use crate::director::{Director, Hooks};
 use crate::host::Host;
 use crate::netcfg::Netlink;
@@ -127,10 +134,14 @@ pub fn mac_string(m: &Mac) -> String {
         .join(":")
 }
 
-/// Tap mode's hooks: nothing to steer; warn about methods it cannot carry.
+/// Tap mode's hooks: nothing to steer; tunnel destinations get their route
+/// at once; warn about what it cannot carry.
 #[derive(Debug)]
 struct TapHooks {
     dev: String,
+    cfg: Arc<L2Config>,
+    routes: Arc<TunnelRoutes>,
+    mtu: Arc<AtomicU32>,
 }
 
 impl Hooks for TapHooks {
@@ -143,21 +154,54 @@ impl Hooks for TapHooks {
         }
     }
 
-    fn dest_warning(&self, d: &DestSpec) -> Option<String> {
-        let flag = match d.fwd {
-            FwdMethod::Masq | FwdMethod::Route => return None,
-            FwdMethod::Tunnel => "-i",
-            FwdMethod::Local => "local",
-        };
-        Some(format!(
-            "tunvs: warning: forwarding method {} ({flag}) is not available yet on {} (tap mode); \
-             connections scheduled to {} are dropped and counted as method_unavailable. \
-             Use -g (direct routing) or -m (NAT).",
-            d.fwd.name(),
-            self.dev,
-            d.addr
-        ))
+    fn dest_added(&self, _svc: &SvcId, d: &DestSpec) -> Result<(), String> {
+        // The route now, so the first packet finds it (housekeeping keeps
+        // it up to date); one without a route is warned about below.
+        if d.fwd == FwdMethod::Tunnel && d.addr.is_ipv4() {
+            l2_tunnel::resolve_into(&self.routes, &self.cfg, d.addr, self.mtu.load(Relaxed));
+        }
+        Ok(())
     }
+
+    fn dest_warning(&self, d: &DestSpec) -> Option<String> {
+        match d.fwd {
+            FwdMethod::Masq | FwdMethod::Route => None,
+            FwdMethod::Tunnel if d.addr.is_ipv4() => l2_tunnel::tunnel_source(&self.cfg, d.addr)
+                .is_none()
+                .then(|| {
+                    format!(
+                        "tunvs: warning: no route to tunnel real server {}: it is on none of the \
+                         --address links of {} and there is no --gateway on one; connections \
+                         scheduled to it are dropped and counted as tunnel_no_route.",
+                        d.addr, self.dev
+                    )
+                }),
+            FwdMethod::Tunnel => Some(format!(
+                "tunvs: warning: tunnelling to IPv6 real servers is not available yet; \
+                 connections scheduled to {} are dropped and counted as tunnel_ipv6_outer.",
+                d.addr
+            )),
+            FwdMethod::Local => Some(format!(
+                "tunvs: warning: forwarding method {} is not available on {} (tap mode); \
+                 connections scheduled to {} are dropped and counted as method_unavailable. \
+                 Use -g (direct routing), -m (NAT) or -i (tunnelling).",
+                d.fwd.name(),
+                self.dev,
+                d.addr
+            )),
+        }
+    }
+}
+
+/// The MTU of the TAP's link: the TAP's own, and the bridge's when it is
+/// enslaved (a bridge drops frames above a port's MTU, and its own MTU
+/// follows its smallest port's).
+fn link_mtu(nl: &mut Netlink, dev: &str, bridge: Option<&str>) -> io::Result<u32> {
+    let mut mtu = nl.link_get(dev)?.mtu;
+    if let Some(br) = bridge {
+        mtu = mtu.min(nl.link_get(br)?.mtu);
+    }
+    Ok(mtu)
 }
 
 /// Run the daemon in tap mode until a signal in `sigset` arrives.
@@ -196,10 +240,6 @@ pub(crate) fn run(
     nl.link_set_up(dev.ifindex, true)
         .map_err(|e| format!("cannot set {} up: {e}", dev.name))?;
 
-    let director = Arc::new(Director::new());
-    director.set_hooks(Arc::new(TapHooks {
-        dev: dev.name.clone(),
-    }));
     let mac = tap
         .mac
         .unwrap_or_else(|| default_mac(&dev.name, &tap.addresses));
@@ -209,6 +249,19 @@ pub(crate) fn run(
         gateway: tap.gateway,
         vnet: dev.vnet,
     });
+    let mtu = link_mtu(&mut nl, &dev.name, tap.bridge.as_deref())
+        .map_err(|e| format!("cannot read the MTU of {}: {e}", dev.name))?;
+    let tunnel = TapTunnel {
+        routes: Arc::new(TunnelRoutes::new()),
+        mtu: Arc::new(AtomicU32::new(mtu)),
+    };
+    let director = Arc::new(Director::new());
+    director.set_hooks(Arc::new(TapHooks {
+        dev: dev.name.clone(),
+        cfg: cfg.clone(),
+        routes: tunnel.routes.clone(),
+        mtu: tunnel.mtu.clone(),
+    }));
     let now = crate::util::now_ms();
     let host = Arc::new(Mutex::new(Host::new(
         mac,
@@ -219,7 +272,7 @@ pub(crate) fn run(
     let neigh = Arc::new(NeighTable::new());
     let queues = std::mem::take(&mut dev.queues);
     let result = serve(
-        opts, &dev, queues, director, config, cfg, host, neigh, sigset,
+        opts, &dev, queues, director, config, cfg, host, neigh, tunnel, sigset,
     );
     if enslaved {
         // A persistent device outlives us: give its port back.
@@ -229,6 +282,13 @@ pub(crate) fn run(
     }
     let _ = std::fs::remove_file(&opts.control);
     result
+}
+
+/// What the workers and the housekeeping share for tunnel destinations.
+struct TapTunnel {
+    routes: Arc<TunnelRoutes>,
+    /// The link MTU, re-read every housekeeping tick.
+    mtu: Arc<AtomicU32>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -241,6 +301,7 @@ fn serve(
     cfg: Arc<L2Config>,
     host: Arc<Mutex<Host>>,
     neigh: Arc<NeighTable>,
+    tunnel: TapTunnel,
     sigset: &libc::sigset_t,
 ) -> Result<(), String> {
     for (line, cmd) in &config {
@@ -253,6 +314,9 @@ fn serve(
     let mut ip_counters = Vec::new();
     let mut l2_counters = Vec::new();
     let nq = queues.len();
+    // One configuration for all workers: a flow's GUE source port must not
+    // depend on the queue it arrives on.
+    let tcfg = l2_tunnel::tunnel_config();
     for (i, q) in queues.into_iter().enumerate() {
         let pipe = Pipeline::new(director.clone(), Methods::TAP);
         ip_counters.push(pipe.counters());
@@ -264,7 +328,8 @@ fn serve(
             host.clone(),
             TAP_BUF_LEN,
             i == 0,
-        );
+        )
+        .with_tunnel(tunnel.routes.clone(), tcfg);
         l2_counters.push(l2.counters());
         let stop = stop.clone();
         workers.push(
@@ -278,11 +343,24 @@ fn serve(
         let director = director.clone();
         let neigh = neigh.clone();
         let stop = stop.clone();
+        let cfg = cfg.clone();
+        let (routes, mtu) = (tunnel.routes.clone(), tunnel.mtu.clone());
+        let (dev_name, bridge) = (dev.name.clone(), opts.tap.bridge.clone());
         std::thread::Builder::new()
             .name("tunvs-timer".into())
             .spawn(move || {
+                let nl = Mutex::new(Netlink::open().ok());
                 crate::daemon::housekeeping_with(&director, &stop, &|now| {
                     neigh.expire(now);
+                    // Tunnel routes follow the destinations and the link MTU.
+                    let mut nl = nl.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(m) = nl
+                        .as_mut()
+                        .and_then(|nl| link_mtu(nl, &dev_name, bridge.as_deref()).ok())
+                    {
+                        mtu.store(m, Relaxed);
+                    }
+                    l2_tunnel::refresh(&director, &routes, &cfg, mtu.load(Relaxed));
                 })
             })
             .map_err(|e| e.to_string())?;
@@ -301,11 +379,12 @@ fn serve(
     }
     let addrs: Vec<String> = cfg.addrs.iter().map(|(a, l)| format!("{a}/{l}")).collect();
     println!(
-        "tunvs: running on {} (tap, {} queue{}, offload {}), MAC {}, address {}{}{}, control socket {}",
+        "tunvs: running on {} (tap, {} queue{}, offload {}, MTU {}), MAC {}, address {}{}{}, control socket {}",
         dev.name,
         nq,
         if nq == 1 { "" } else { "s" },
         if dev.vnet { "on" } else { "off" },
+        tunnel.mtu.load(Relaxed),
         mac_string(&cfg.mac),
         addrs.join(" "),
         cfg.gateway
@@ -403,6 +482,11 @@ fn worker(q: Queue, mut l2: L2Pipeline, first: bool, stop: &AtomicBool) {
                 match l2.handle(now, &mut buf, &mut send) {
                     L2Verdict::Forward => send(buf.frame()),
                     L2Verdict::Reply(n) => send(&l2.reply()[..n]),
+                    L2Verdict::Segments(n) => {
+                        for f in l2.segments().take(n) {
+                            send(f);
+                        }
+                    }
                     L2Verdict::Consumed | L2Verdict::Drop(_) => {}
                 }
                 pending = true;
@@ -436,6 +520,60 @@ mod test {
         );
         assert!(parse_mac("01:00:5e:00:00:01").is_err());
         assert!(parse_mac("02:00:00:00:00").is_err());
+    }
+
+    #[test]
+    fn hooks_route_tunnel_destinations_and_warn_only_about_what_cannot_go() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let hooks = TapHooks {
+            dev: "tunvs0".into(),
+            cfg: Arc::new(L2Config {
+                mac: [2, 0, 0, 0, 0, 1],
+                addrs: vec![(ip("172.16.0.1"), 24)],
+                gateway: None,
+                vnet: true,
+            }),
+            routes: Arc::new(TunnelRoutes::new()),
+            mtu: Arc::new(AtomicU32::new(1400)),
+        };
+        let svc = SvcId::Addr {
+            proto: crate::service::Proto::Tcp,
+            addr: ip("207.175.44.110"),
+            port: 80,
+        };
+        let dest = |a: &str, fwd: FwdMethod| {
+            let mut d = DestSpec::new(ip(a), 80);
+            d.fwd = fwd;
+            d
+        };
+        // On the link: routed at once, no warning.
+        let d = dest("172.16.0.2", FwdMethod::Tunnel);
+        hooks.dest_added(&svc, &d).unwrap();
+        assert_eq!(
+            hooks.routes.get(d.addr).unwrap().resolved(0),
+            Some(("172.16.0.1".parse().unwrap(), 1400))
+        );
+        assert_eq!(hooks.dest_warning(&d), None);
+        for m in [FwdMethod::Masq, FwdMethod::Route] {
+            assert_eq!(hooks.dest_warning(&dest("172.16.0.3", m)), None);
+        }
+        // Beyond the link without a gateway: added, unresolved, warned.
+        let far = dest("192.0.2.9", FwdMethod::Tunnel);
+        hooks.dest_added(&svc, &far).unwrap();
+        assert!(hooks.routes.get(far.addr).unwrap().resolved(0).is_none());
+        let w = hooks.dest_warning(&far).unwrap();
+        assert!(
+            w.contains("no route") && w.contains("tunnel_no_route"),
+            "{w}"
+        );
+        let w = hooks
+            .dest_warning(&dest("2001:db8::2", FwdMethod::Tunnel))
+            .unwrap();
+        assert!(w.contains("tunnel_ipv6_outer"), "{w}");
+        let w = hooks
+            .dest_warning(&dest("172.16.0.4", FwdMethod::Local))
+            .unwrap();
+        assert!(w.contains("method_unavailable"), "{w}");
     }
 
     #[test]

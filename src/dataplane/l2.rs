@@ -9,7 +9,9 @@
 //! * **ARP**: its sender is snooped into the [`NeighTable`] (queued frames
 //!   for it go out at once); a request or reply for a DIP goes to smoltcp
 //!   ([`Host`]), which answers; a request for a VIP is answered here;
-//! * **IP to a DIP** goes to smoltcp (ICMP echo, later health checks);
+//! * **IP to a DIP** goes to smoltcp (ICMP echo, later health checks) —
+//!   except ICMP errors quoting one of our tunnel packets, which go to
+//!   [`tunnel_icmp::handle`] (path MTU, relay to the client, out of the TAP);
 //! * **ICMP echo to a VIP** is answered here, in place;
 //! * **any other IP** goes to the IP pipeline: a VIP:port (new or known
 //!   connection), or a NAT real server's reply.
@@ -26,7 +28,15 @@
 //!   links, else the gateway (`--gateway`). Here the director is the router
 //!   between client and real server, so the TTL is decremented (as the
 //!   kernel does when it forwards what a TUN device hands it); a packet
-//!   arriving with TTL ≤ 1 is dropped and counted `ttl_exceeded`.
+//!   arriving with TTL ≤ 1 is dropped and counted `ttl_exceeded`;
+//! * **tunnelling** (`-i`): the outer destination (the real server) if it is
+//!   on one of our links, else the gateway. The tunnel transmitter
+//!   ([`crate::dataplane::xmit_tunnel`], configured by
+//!   [`crate::dataplane::l2_tunnel::tunnel_config`]) already decremented
+//!   the inner TTL and copied it to the outer header, so the TTL is left
+//!   alone here. A GSO super-packet arrives cut into segments
+//!   ([`L2Verdict::Segments`]), each of which gets its Ethernet header
+//!   (and waits for the neighbour, if need be) like any other frame.
 //!
 //! An unresolved next hop gets an ARP request, and up to
 //! [`neigh::PER_NEIGH`] frames wait in a fixed per-worker pool
@@ -48,6 +58,8 @@ use crate::dataplane::buf::PacketBuf;
 use crate::dataplane::drop::DropReason;
 use crate::dataplane::neigh::{self, Mac, NeighTable, PendingQueue, Resolution};
 use crate::dataplane::pipeline::{Pipeline, Verdict};
+use crate::dataplane::tunnel_icmp::{self, Outcome};
+use crate::dataplane::xmit_tunnel::{TunnelConfig, TunnelError, TunnelRoutes, TunnelTx};
 use crate::director::Director;
 use crate::host::Host;
 use crate::packet::csum;
@@ -199,6 +211,10 @@ pub enum L2Verdict {
     Forward,
     /// Write `reply()[..n]` instead (an ARP reply, or an ICMP error).
     Reply(usize),
+    /// Write the first `n` frames of `segments()` instead (a GSO
+    /// super-packet cut and encapsulated for a tunnel, each frame with its
+    /// Ethernet header).
+    Segments(usize),
     /// Taken: given to smoltcp, snooped, or queued for a neighbour; any
     /// frames it caused were passed to `emit`.
     Consumed,
@@ -283,6 +299,7 @@ pub struct L2Pipeline {
     scratch: Box<[u8]>,
     drives_host: bool,
     host_due_ms: u64,
+    tunnel_routes: Option<Arc<TunnelRoutes>>,
 }
 
 impl L2Pipeline {
@@ -311,7 +328,25 @@ impl L2Pipeline {
             scratch: vec![0u8; SCRATCH_LEN].into_boxed_slice(),
             drives_host,
             host_due_ms: 0,
+            tunnel_routes: None,
         }
+    }
+
+    /// Carry tunnel (`-i`) destinations: the IP pipeline gets a tunnel
+    /// transmitter over `routes` with `tcfg` (tap mode:
+    /// [`crate::dataplane::l2_tunnel::tunnel_config`]), and ICMP errors to
+    /// a DIP about our tunnel packets are handled against the same routes.
+    pub fn with_tunnel(self, routes: Arc<TunnelRoutes>, tcfg: TunnelConfig) -> Self {
+        L2Pipeline {
+            pipe: self.pipe.with_tunnel(TunnelTx::new(routes.clone(), tcfg)),
+            tunnel_routes: Some(routes),
+            ..self
+        }
+    }
+
+    /// The frames of the last `L2Verdict::Segments(n)` (the first `n`).
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        self.pipe.segments().into_iter().flat_map(|s| s.iter())
     }
 
     /// The IP pipeline inside (its counters: forwarded, drops by reason).
@@ -360,7 +395,10 @@ impl L2Pipeline {
         let v = self.classify(now_ms, buf, emit);
         match v {
             L2Verdict::Drop(d) => self.counters.count_drop(d),
-            L2Verdict::Consumed | L2Verdict::Forward | L2Verdict::Reply(_) => {}
+            L2Verdict::Consumed
+            | L2Verdict::Forward
+            | L2Verdict::Reply(_)
+            | L2Verdict::Segments(_) => {}
         }
         v
     }
@@ -558,6 +596,11 @@ impl L2Pipeline {
             return L2Verdict::Drop(L2Drop::NotForUs);
         }
         if self.cfg.is_dip(dst) {
+            if !v6 && proto == crate::packet::PROTO_ICMP {
+                if let Some(v) = self.tunnel_icmp(now, buf, emit) {
+                    return v;
+                }
+            }
             self.give_host(now, off, buf, emit);
             return L2Verdict::Consumed;
         }
@@ -567,6 +610,67 @@ impl L2Pipeline {
             }
         }
         self.run_pipeline(now, buf, emit)
+    }
+
+    /// An ICMP error to a DIP about one of our tunnel packets (a router on
+    /// the way to a tunnel real server, or the real server itself, could not
+    /// take it): [`tunnel_icmp::handle`] lowers the path MTU and builds the
+    /// error for the client, which leaves through the TAP toward the client's
+    /// next hop. `None` when it is not about our tunnels (smoltcp's then).
+    fn tunnel_icmp(
+        &mut self,
+        now: u64,
+        buf: &PacketBuf,
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Option<L2Verdict> {
+        let routes = self.tunnel_routes.as_ref()?;
+        let off = self.off();
+        let start = off + ETH_LEN;
+        let pkt = buf.frame().get(start..)?;
+        let ihl = usize::from(pkt.first()? & 0x0f) * 4;
+        if !matches!(pkt.get(ihl), Some(3 | 4 | 11)) {
+            return None;
+        }
+        let out = self.reply.get_mut(start..)?;
+        let (to, len, frag_needed) = match tunnel_icmp::handle(&self.dir, routes, now, pkt, out) {
+            Outcome::NotOurs | Outcome::BadChecksum => return None,
+            Outcome::Consumed => return Some(L2Verdict::Consumed),
+            Outcome::Reply {
+                to,
+                len,
+                frag_needed,
+            } => (to, len, frag_needed),
+        };
+        let c = self.pipe.counters();
+        c.replies.fetch_add(1, Relaxed);
+        if frag_needed {
+            c.count_drop(DropReason::Tunnel(TunnelError::FragNeeded));
+        }
+        let total = start + len;
+        let frame = &mut self.reply[..total];
+        frame[..off].fill(0);
+        frame[off + 6..off + 12].copy_from_slice(&self.cfg.mac);
+        frame[off + 12..off + 14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        let Some(nh) = self.cfg.route(IpAddr::V4(to)) else {
+            return Some(L2Verdict::Drop(L2Drop::NoRoute));
+        };
+        let (next, probe) = next_hop(
+            &self.neigh,
+            &mut self.pending,
+            &self.counters,
+            now,
+            nh,
+            off,
+            frame,
+        );
+        if probe {
+            self.arp_request(nh, emit);
+        }
+        Some(match next {
+            Next::Send => L2Verdict::Reply(total),
+            Next::Queued => L2Verdict::Consumed,
+            Next::Drop(d) => L2Verdict::Drop(d),
+        })
     }
 
     /// Answer an ICMP echo request to a VIP in place; `None` if it is not one.
@@ -646,11 +750,7 @@ impl L2Pipeline {
         match v {
             Verdict::Forward => {}
             Verdict::Drop(r) => return L2Verdict::Drop(L2Drop::Ip(r)),
-            // Segments come only from tunnel encapsulation, which tap mode
-            // does not carry yet (Methods::TAP has no tunnel).
-            Verdict::Segments(_) => {
-                return L2Verdict::Drop(L2Drop::Ip(DropReason::MethodUnavailable))
-            }
+            Verdict::Segments(n) => return self.segments_out(now, n, emit),
             Verdict::Reply(n) => {
                 // An ICMP error back to whoever sent the frame.
                 let r = &self.pipe.reply()[..n];
@@ -667,8 +767,10 @@ impl L2Pipeline {
                 return L2Verdict::Reply(total);
             }
         }
-        // The next hop: the DR real server itself, or a route.
+        // The next hop: the DR real server itself, or a route (toward the
+        // outer destination for a tunnel packet, whose TTL is final).
         let dr = self.pipe.l2_dest();
+        let encapsulated = self.pipe.encapsulated();
         let nh = match dr {
             Some(rip) => self.cfg.link_of(rip).map(|_| rip),
             None => {
@@ -676,7 +778,7 @@ impl L2Pipeline {
                 let Some((dst, _, _)) = ip_dst(pkt) else {
                     return L2Verdict::Drop(L2Drop::Malformed);
                 };
-                if !decrement_ttl(pkt) {
+                if !encapsulated && !decrement_ttl(pkt) {
                     return L2Verdict::Drop(L2Drop::TtlExceeded);
                 }
                 self.cfg.route(dst)
@@ -697,32 +799,112 @@ impl L2Pipeline {
         }
         let e = &mut frame[off..off + ETH_LEN];
         e[6..12].copy_from_slice(&self.cfg.mac);
-        e[12..14].copy_from_slice(&eth[12..14]);
-        if nh.is_ipv6() {
-            return L2Verdict::Drop(L2Drop::Ipv6NextHop);
+        if encapsulated {
+            // The outer header is IPv4 whatever the inner packet is.
+            e[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        } else {
+            e[12..14].copy_from_slice(&eth[12..14]);
         }
+        let (next, probe) = next_hop(
+            &self.neigh,
+            &mut self.pending,
+            &self.counters,
+            now,
+            nh,
+            off,
+            buf.frame_mut(),
+        );
+        if probe {
+            self.arp_request(nh, emit);
+        }
+        match next {
+            Next::Send => L2Verdict::Forward,
+            Next::Queued => L2Verdict::Consumed,
+            Next::Drop(d) => L2Verdict::Drop(d),
+        }
+    }
+
+    /// The `n` tunnel segments the IP pipeline left in its segment buffer,
+    /// each `[V][outer IP]` (zeroed virtio header when `vnet`): each gets
+    /// its Ethernet header in its headroom, `[V][E][outer IP]`, toward the
+    /// next hop of the outer destination, and goes out, or waits for that
+    /// neighbour like any other frame (those that find no room are dropped
+    /// and counted one by one).
+    fn segments_out(&mut self, now: u64, n: usize, emit: &mut dyn FnMut(&[u8])) -> L2Verdict {
+        let off = self.off();
+        let mac = self.cfg.mac;
+        let Some(segs) = self.pipe.segments_mut() else {
+            return L2Verdict::Drop(L2Drop::Ip(DropReason::MethodUnavailable));
+        };
+        let n = n.min(segs.len());
+        let mut nh = None;
+        for i in 0..n {
+            let Some(f) = segs.prepend(i, ETH_LEN) else {
+                return L2Verdict::Drop(L2Drop::Malformed);
+            };
+            // [..E..][V][IP] → [V][E][IP]: the (zeroed, final) virtio
+            // header moves to the front; nothing in it counts from the
+            // Ethernet header.
+            f.copy_within(ETH_LEN..ETH_LEN + off, 0);
+            let e = &mut f[off..off + ETH_LEN];
+            e[6..12].copy_from_slice(&mac);
+            e[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+            if nh.is_none() {
+                nh = ip_dst(&f[off + ETH_LEN..]).map(|(d, _, _)| d);
+            }
+        }
+        let Some(nh) = nh.and_then(|d| self.cfg.route(d)) else {
+            for _ in 1..n {
+                self.counters.count_drop(L2Drop::NoRoute);
+            }
+            return L2Verdict::Drop(L2Drop::NoRoute);
+        };
+        // One resolution for all of them (they share the next hop).
         match self.neigh.resolve(nh, now) {
             Resolution::Known { mac, probe } => {
-                buf.frame_mut()[off..off + 6].copy_from_slice(&mac);
+                for i in 0..n {
+                    segs.frame_mut(i)[off..off + 6].copy_from_slice(&mac);
+                }
                 if probe {
                     self.arp_request(nh, emit);
                 }
-                L2Verdict::Forward
+                L2Verdict::Segments(n)
             }
             Resolution::Unresolved { probe } => {
+                let (mut queued, mut full) = (0u64, 0usize);
+                for i in 0..n {
+                    let f = segs.frame_mut(i);
+                    f[off..off + 6].fill(0);
+                    match self.pending.push(nh, f, now) {
+                        Ok(()) => queued += 1,
+                        Err(_) => full += 1,
+                    }
+                }
+                self.counters.queued.fetch_add(queued, Relaxed);
                 if probe {
                     self.arp_request(nh, emit);
                 }
-                buf.frame_mut()[off..off + 6].fill(0);
-                match self.pending.push(nh, buf.frame(), now) {
-                    Ok(()) => {
-                        self.counters.queued.fetch_add(1, Relaxed);
-                        L2Verdict::Consumed
-                    }
-                    Err(_) => L2Verdict::Drop(L2Drop::QueueFull),
+                // When none waits, the verdict counts one of the drops.
+                let counted_here = if queued == 0 {
+                    full.saturating_sub(1)
+                } else {
+                    full
+                };
+                for _ in 0..counted_here {
+                    self.counters.count_drop(L2Drop::QueueFull);
+                }
+                if queued == 0 {
+                    L2Verdict::Drop(L2Drop::QueueFull)
+                } else {
+                    L2Verdict::Consumed
                 }
             }
-            Resolution::Failed => L2Verdict::Drop(L2Drop::NeighFailed),
+            Resolution::Failed => {
+                for _ in 1..n {
+                    self.counters.count_drop(L2Drop::NeighFailed);
+                }
+                L2Verdict::Drop(L2Drop::NeighFailed)
+            }
         }
     }
 
@@ -778,6 +960,50 @@ impl L2Pipeline {
             d = Some(d.map_or(h, |x: u64| x.min(h)));
         }
         d
+    }
+}
+
+/// Where a finished frame goes.
+enum Next {
+    /// Now: its destination MAC is filled in.
+    Send,
+    /// Later: a copy waits in the pending pool for the neighbour.
+    Queued,
+    /// Nowhere.
+    Drop(L2Drop),
+}
+
+/// Give `frame` (its Ethernet header at `off`, source and type written) the
+/// MAC of next hop `nh`, or queue a copy of it until `nh` answers ARP; also
+/// says whether an ARP request for `nh` is due.
+fn next_hop(
+    neigh: &NeighTable,
+    pending: &mut PendingQueue,
+    counters: &L2Counters,
+    now: u64,
+    nh: IpAddr,
+    off: usize,
+    frame: &mut [u8],
+) -> (Next, bool) {
+    if nh.is_ipv6() {
+        return (Next::Drop(L2Drop::Ipv6NextHop), false);
+    }
+    match neigh.resolve(nh, now) {
+        Resolution::Known { mac, probe } => {
+            frame[off..off + 6].copy_from_slice(&mac);
+            (Next::Send, probe)
+        }
+        Resolution::Unresolved { probe } => {
+            frame[off..off + 6].fill(0);
+            match pending.push(nh, frame, now) {
+                Ok(()) => {
+                    counters.queued.fetch_add(1, Relaxed);
+                    (Next::Queued, probe)
+                }
+                Err(_) => (Next::Drop(L2Drop::QueueFull), probe),
+            }
+        }
+        Resolution::Failed => (Next::Drop(L2Drop::NeighFailed), false),
     }
 }
 

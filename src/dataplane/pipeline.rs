@@ -64,12 +64,14 @@ impl Methods {
         tunnel: true,
     };
 
-    /// What tap mode carries: NAT and direct routing (the L2 layer,
-    /// `dataplane::l2`, does the MAC rewrite).
+    /// What tap mode carries: NAT, direct routing (the L2 layer,
+    /// `dataplane::l2`, does the MAC rewrite) and tunnelling (once a
+    /// [`TunnelTx`] is attached; the L2 layer gives each outer packet its
+    /// Ethernet header).
     pub const TAP: Methods = Methods {
         masq: true,
         route: true,
-        tunnel: false,
+        tunnel: true,
     };
 
     fn allows(self, f: FwdMethod) -> bool {
@@ -94,6 +96,7 @@ pub struct Pipeline {
     fwmark: Option<u32>,
     reply: Box<[u8]>,
     l2_dest: Option<IpAddr>,
+    encapsulated: bool,
     reply_reason: DropReason,
     tunnel: Option<TunnelTx>,
 }
@@ -108,6 +111,7 @@ impl Pipeline {
             fwmark: None,
             reply: vec![0u8; REPLY_MAX].into_boxed_slice(),
             l2_dest: None,
+            encapsulated: false,
             reply_reason: DropReason::NoDestination,
             tunnel: None,
         }
@@ -156,6 +160,13 @@ impl Pipeline {
         self.l2_dest
     }
 
+    /// After `Verdict::Forward` or `Verdict::Segments`: true when the
+    /// frame(s) are tunnel packets built here (outer TTL final, next hop the
+    /// outer destination; a link layer must not decrement the TTL again).
+    pub fn encapsulated(&self) -> bool {
+        self.encapsulated
+    }
+
     /// Handle one frame in place: an IP packet, preceded by a 10-byte virtio
     /// header when `vnet` (offloads on). On `Forward`, write `buf.frame()`. With NEEDS_CSUM set, the L4 checksum
     /// field holds a pseudo-header seed and is updated as one; GSO
@@ -182,6 +193,7 @@ impl Pipeline {
 
     fn classify(&mut self, now: u64, buf: &mut PacketBuf, vnet: bool) -> Verdict {
         self.l2_dest = None;
+        self.encapsulated = false;
         let frame = buf.frame_mut();
         let (hdr_bytes, pkt) = if vnet {
             if frame.len() < VNET_HDR_LEN {
@@ -463,8 +475,14 @@ impl Pipeline {
             return Verdict::Drop(DropReason::MethodUnavailable);
         };
         match tx.xmit(now, buf, p, &conn.fwd, conn.daddr, &mut self.reply) {
-            TxOut::Forward => Verdict::Forward,
-            TxOut::Segments(n) => Verdict::Segments(n),
+            TxOut::Forward => {
+                self.encapsulated = true;
+                Verdict::Forward
+            }
+            TxOut::Segments(n) => {
+                self.encapsulated = true;
+                Verdict::Segments(n)
+            }
             TxOut::Reply { len, why } => {
                 self.reply_reason = DropReason::Tunnel(why);
                 Verdict::Reply(len)
