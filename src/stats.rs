@@ -1,25 +1,87 @@
 //! Traffic counters and the kernel's rate estimator (spec §3.16).
 //!
-//! Counters are plain atomics bumped by the workers; the estimator runs every
-//! two seconds from the housekeeping thread and keeps the kernel's scaled EWMA
-//! so `--rate` prints what `ipvsadm --rate` would.
+//! Counters live in per-worker slots, like the kernel's per-CPU counters: a
+//! worker that owns a slot ([`Writer`]) bumps it with plain loads and stores
+//! (no locked instruction, no cache line shared with another core); other
+//! writers share one slot updated with atomic adds. Readers sum the slots.
+//! `-Z` records a baseline instead of writing into the slots, so it never
+//! races a worker. The estimator runs every two seconds from the housekeeping
+//! thread and keeps the kernel's scaled EWMA so `--rate` prints what
+//! `ipvsadm --rate` would.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
+/// Slots owned by one worker each; the last slot is shared by everyone else.
+pub const OWNED_SLOTS: usize = 15;
+const SHARED: usize = OWNED_SLOTS;
+
+/// conns, inpkts, outpkts, inbytes, outbytes.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Slot([AtomicU64; 5]);
+
+const CONNS: usize = 0;
+const INPKTS: usize = 1;
+const OUTPKTS: usize = 2;
+const INBYTES: usize = 3;
+const OUTBYTES: usize = 4;
+
+/// Who bumps a counter: a worker that owns a slot, or anyone (shared slot).
+#[derive(Debug)]
+pub struct Writer {
+    slot: usize,
+}
+
+static FREE_SLOTS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Writer {
+    /// Claim a slot of its own for this worker (the shared one when all
+    /// are taken). Dropping the writer gives the slot back.
+    pub fn claim() -> Writer {
+        if let Some(slot) = FREE_SLOTS.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Writer { slot };
+        }
+        let n = NEXT_SLOT.fetch_add(1, Relaxed);
+        Writer {
+            slot: if n < OWNED_SLOTS { n } else { SHARED },
+        }
+    }
+
+    /// A writer on the shared slot (control plane, helper threads, tests).
+    pub const fn shared() -> Writer {
+        Writer { slot: SHARED }
+    }
+
+    #[inline]
+    fn bump(&self, stats: &Stats, field: usize, by: u64) {
+        let c = &stats.slots[self.slot].0[field];
+        if self.slot == SHARED {
+            c.fetch_add(by, Relaxed);
+        } else {
+            // Only this writer stores into its slot: a plain read-modify-write
+            // loses nothing and needs no locked instruction.
+            c.store(c.load(Relaxed).wrapping_add(by), Relaxed);
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if self.slot != SHARED {
+            FREE_SLOTS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(self.slot);
+        }
+    }
+}
+
 /// Counters of a service, a destination or the whole director.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Connections created.
-    pub conns: AtomicU64,
-    /// Packets client → real server.
-    pub inpkts: AtomicU64,
-    /// Packets real server → client.
-    pub outpkts: AtomicU64,
-    /// Bytes client → real server (whole IP packets).
-    pub inbytes: AtomicU64,
-    /// Bytes real server → client.
-    pub outbytes: AtomicU64,
+    slots: [Slot; OWNED_SLOTS + 1],
     est: Mutex<Estimator>,
 }
 
@@ -48,9 +110,11 @@ pub struct StatsSnapshot {
     pub outbps: u64,
 }
 
-/// The kernel estimator state: last counter values and scaled averages.
+/// The kernel estimator state: last counter values and scaled averages,
+/// and the baseline `-Z` set.
 #[derive(Debug, Default, Clone, Copy)]
 struct Estimator {
+    base: [u64; 5],
     last: [u64; 5],
     // cps, inpps, outpps scaled by 2^10; inbps, outbps scaled by 2^5.
     avg: [u64; 5],
@@ -59,38 +123,54 @@ struct Estimator {
 impl Stats {
     /// Count one incoming packet of `len` bytes.
     #[inline]
-    pub fn count_in(&self, len: usize) {
-        self.inpkts.fetch_add(1, Relaxed);
-        self.inbytes.fetch_add(len as u64, Relaxed);
+    pub fn count_in_by(&self, w: &Writer, len: usize) {
+        w.bump(self, INPKTS, 1);
+        w.bump(self, INBYTES, len as u64);
     }
 
     /// Count one outgoing packet of `len` bytes.
     #[inline]
-    pub fn count_out(&self, len: usize) {
-        self.outpkts.fetch_add(1, Relaxed);
-        self.outbytes.fetch_add(len as u64, Relaxed);
+    pub fn count_out_by(&self, w: &Writer, len: usize) {
+        w.bump(self, OUTPKTS, 1);
+        w.bump(self, OUTBYTES, len as u64);
     }
 
     /// Count a new connection.
     #[inline]
-    pub fn count_conn(&self) {
-        self.conns.fetch_add(1, Relaxed);
+    pub fn count_conn_by(&self, w: &Writer) {
+        w.bump(self, CONNS, 1);
     }
 
-    fn counters(&self) -> [u64; 5] {
-        [
-            self.conns.load(Relaxed),
-            self.inpkts.load(Relaxed),
-            self.outpkts.load(Relaxed),
-            self.inbytes.load(Relaxed),
-            self.outbytes.load(Relaxed),
-        ]
+    /// [`Stats::count_in_by`] on the shared slot.
+    pub fn count_in(&self, len: usize) {
+        self.count_in_by(&Writer::shared(), len);
+    }
+
+    /// [`Stats::count_out_by`] on the shared slot.
+    pub fn count_out(&self, len: usize) {
+        self.count_out_by(&Writer::shared(), len);
+    }
+
+    /// [`Stats::count_conn_by`] on the shared slot.
+    pub fn count_conn(&self) {
+        self.count_conn_by(&Writer::shared());
+    }
+
+    /// Raw sums over the slots (before the `-Z` baseline).
+    fn sums(&self) -> [u64; 5] {
+        let mut v = [0u64; 5];
+        for s in &self.slots {
+            for (acc, c) in v.iter_mut().zip(&s.0) {
+                *acc = acc.wrapping_add(c.load(Relaxed));
+            }
+        }
+        v
     }
 
     /// One 2-second estimator tick (`ip_vs_estimation_timer`): rate = delta
     /// scaled (2^9 per 2 s for counts, 2^4 for bytes), then `avg += (rate - avg) / 4`.
     pub fn estimate_tick(&self) {
-        let now = self.counters();
+        let now = self.sums();
         let mut e = self.est.lock().unwrap_or_else(|p| p.into_inner());
         #[allow(clippy::needless_range_loop)] // three parallel arrays
         for i in 0..5 {
@@ -104,8 +184,9 @@ impl Stats {
 
     /// Counters and rates as `ipvsadm` reports them.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let c = self.counters();
+        let raw = self.sums();
         let e = *self.est.lock().unwrap_or_else(|p| p.into_inner());
+        let c: [u64; 5] = std::array::from_fn(|i| raw[i].wrapping_sub(e.base[i]));
         StatsSnapshot {
             conns: c[0],
             inpkts: c[1],
@@ -120,19 +201,16 @@ impl Stats {
         }
     }
 
-    /// `ipvsadm -Z`: zero counters and the estimator.
+    /// `ipvsadm -Z`: zero counters and the estimator (a new baseline; the
+    /// slots themselves are never written by anyone but their writers).
     pub fn zero(&self) {
+        let now = self.sums();
         let mut e = self.est.lock().unwrap_or_else(|p| p.into_inner());
-        for a in [
-            &self.conns,
-            &self.inpkts,
-            &self.outpkts,
-            &self.inbytes,
-            &self.outbytes,
-        ] {
-            a.store(0, Relaxed);
-        }
-        *e = Estimator::default();
+        *e = Estimator {
+            base: now,
+            last: now,
+            avg: [0; 5],
+        };
     }
 }
 
@@ -158,5 +236,42 @@ mod test {
         assert_eq!(snap.outpps, 0);
         s.zero();
         assert_eq!(s.snapshot(), StatsSnapshot::default());
+    }
+
+    #[test]
+    fn owned_and_shared_writers_add_up_across_threads() {
+        let s = std::sync::Arc::new(Stats::default());
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    // Two owned writers and two on the shared slot.
+                    let w = if i < 2 {
+                        Writer::claim()
+                    } else {
+                        Writer::shared()
+                    };
+                    for _ in 0..10_000 {
+                        s.count_in_by(&w, 100);
+                        s.count_out_by(&w, 10);
+                    }
+                    s.count_conn_by(&w);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let snap = s.snapshot();
+        assert_eq!((snap.inpkts, snap.inbytes), (40_000, 4_000_000));
+        assert_eq!(
+            (snap.outpkts, snap.outbytes, snap.conns),
+            (40_000, 400_000, 4)
+        );
+        // -Z is a baseline: later counts start from zero.
+        s.zero();
+        s.count_in(7);
+        let snap = s.snapshot();
+        assert_eq!((snap.inpkts, snap.inbytes, snap.conns), (1, 7, 0));
     }
 }

@@ -13,6 +13,6 @@ netns-lab/deps.sh
 # One build shared by every test binary; the e2e tests use the same binary.
 # Benchmarks run once each in test mode (criterion), doc examples, then every
 # unit, golden and end-to-end test.
-cargo test --benches --no-fail-fast
+cargo test --bench pipeline --bench sched --no-fail-fast
 cargo test --doc --no-fail-fast
 cargo test --lib --bins --tests --no-fail-fast

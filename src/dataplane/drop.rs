@@ -91,6 +91,13 @@ impl DropReason {
     }
 }
 
+/// Add to a counter that only one thread writes (a worker's own counters):
+/// a plain load and store, no locked instruction; readers see whole values.
+#[inline]
+pub fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
 /// Counters of one worker (atomics so the control thread can read them;
 /// only the owning worker writes, so they never contend).
 #[derive(Debug)]
@@ -120,7 +127,7 @@ impl Counters {
     #[inline]
     pub fn count_drop(&self, r: DropReason) {
         if let Some(c) = self.drops.get(r.index()) {
-            c.fetch_add(1, Relaxed);
+            bump(c, 1);
         }
     }
 

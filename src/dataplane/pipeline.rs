@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::conntrack::tcp::flags as tcpf;
 use crate::conntrack::{Conn, ConnTable, NewConn, Side, TemplateKey};
 use crate::dataplane::buf::PacketBuf;
-use crate::dataplane::drop::{Counters, DropReason};
+use crate::dataplane::drop::{bump, Counters, DropReason};
 use crate::dataplane::xmit_tunnel::{TunnelTx, TxOut, TxPacket};
 use crate::director::{Director, Service};
 use crate::packet::gso::SegmentBuf;
@@ -28,6 +28,7 @@ use crate::packet::parse::{parse_ip, PacketInfo, ParseError};
 use crate::packet::vnet::{VnetHdr, NEEDS_CSUM, VNET_HDR_LEN};
 use crate::sched::FlowInfo;
 use crate::service::{FwdMethod, SvcId};
+use crate::stats::Writer;
 
 /// What to do with a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +97,8 @@ pub struct Pipeline {
     fwmark: Option<u32>,
     reply: Box<[u8]>,
     l2_dest: Option<IpAddr>,
+    /// This worker's counter slot (no locked instructions per packet).
+    writer: Writer,
     encapsulated: bool,
     reply_reason: DropReason,
     tunnel: Option<TunnelTx>,
@@ -111,6 +114,7 @@ impl Pipeline {
             fwmark: None,
             reply: vec![0u8; REPLY_MAX].into_boxed_slice(),
             l2_dest: None,
+            writer: Writer::claim(),
             encapsulated: false,
             reply_reason: DropReason::NoDestination,
             tunnel: None,
@@ -176,14 +180,14 @@ impl Pipeline {
         let v = self.classify(now_ms, buf, vnet);
         match v {
             Verdict::Forward => {
-                self.counters.forwarded.fetch_add(1, RELAXED);
+                bump(&self.counters.forwarded, 1);
             }
             Verdict::Segments(n) => {
-                self.counters.forwarded.fetch_add(n as u64, RELAXED);
-                self.counters.segmented.fetch_add(1, RELAXED);
+                bump(&self.counters.forwarded, n as u64);
+                bump(&self.counters.segmented, 1);
             }
             Verdict::Reply(_) => {
-                self.counters.replies.fetch_add(1, RELAXED);
+                bump(&self.counters.replies, 1);
                 self.counters.count_drop(self.reply_reason);
             }
             Verdict::Drop(r) => self.counters.count_drop(r),
@@ -285,9 +289,9 @@ impl Pipeline {
         let len = info.total_len;
         let res = match side {
             Side::Client => {
-                conn.dest.stats.count_in(len);
-                conn.svc.stats.count_in(len);
-                self.dir.stats.count_in(len);
+                conn.dest.stats.count_in_by(&self.writer, len);
+                conn.svc.stats.count_in_by(&self.writer, len);
+                self.dir.stats.count_in_by(&self.writer, len);
                 match conn.fwd.fwd {
                     FwdMethod::Masq => {
                         nat::rewrite_dst(pkt, &info, conn.daddr, conn.dport, partial)
@@ -315,9 +319,9 @@ impl Pipeline {
                 }
             }
             Side::Server => {
-                conn.dest.stats.count_out(len);
-                conn.svc.stats.count_out(len);
-                self.dir.stats.count_out(len);
+                conn.dest.stats.count_out_by(&self.writer, len);
+                conn.svc.stats.count_out_by(&self.writer, len);
+                self.dir.stats.count_out_by(&self.writer, len);
                 nat::rewrite_src(pkt, &info, conn.vaddr, conn.vport, partial)
             }
         };
@@ -393,9 +397,9 @@ impl Pipeline {
             now,
             one_packet,
         );
-        dest.stats.count_conn();
-        svc.stats.count_conn();
-        self.dir.stats.count_conn();
+        dest.stats.count_conn_by(&self.writer);
+        svc.stats.count_conn_by(&self.writer);
+        self.dir.stats.count_conn_by(&self.writer);
         if !one_packet {
             self.dir.conns.insert(conn.clone());
         }
@@ -529,7 +533,7 @@ impl Pipeline {
                 )));
             }
             conn.touch(now);
-            conn.dest.stats.count_in(info.total_len);
+            conn.dest.stats.count_in_by(&self.writer, info.total_len);
             return IcmpAction::Tunnel(conn);
         }
         if conn.fwd.fwd != FwdMethod::Masq {
@@ -550,8 +554,8 @@ impl Pipeline {
         // globally (spec §3.16).
         for s in [&conn.dest.stats, &conn.svc.stats, &self.dir.stats] {
             match side {
-                Side::Client => s.count_in(len),
-                Side::Server => s.count_out(len),
+                Side::Client => s.count_in_by(&self.writer, len),
+                Side::Server => s.count_out_by(&self.writer, len),
             }
         }
         Done(Verdict::Forward)
@@ -570,8 +574,6 @@ enum IcmpAction {
 fn is_new_conn(info: &PacketInfo) -> bool {
     info.proto == 6 && info.tcp_flags & tcpf::SYN != 0 && info.tcp_flags & tcpf::RST == 0
 }
-
-const RELAXED: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
 
 /// Mask a client address with the service netmask (IPv4 mask as a u32,
 /// IPv6 prefix length).
