@@ -2,16 +2,11 @@
 //! it, runs one worker per device queue, serves the control socket, and
 //! undoes everything it changed on SIGTERM/SIGINT.
 
-use std::io;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
 
 mod fwmark;
 
@@ -19,8 +14,9 @@ use crate::adm;
 use crate::control::{self, Request, Response};
 use crate::dataplane::buf::PacketBuf;
 use crate::dataplane::device::{Device, DeviceConfig, DeviceKind, Queue};
-use crate::dataplane::drop::Counters;
+use crate::dataplane::drop::{Counters, DropReason};
 use crate::dataplane::pipeline::{Methods, Pipeline, Verdict};
+use crate::dataplane::queue_loop::{self, FrameHandler};
 use crate::dataplane::xmit_tunnel::{TunnelRoutes, TunnelTx};
 use crate::dataplane::{tunnel_icmp, tunnel_route};
 use crate::director::{Director, Hooks};
@@ -30,8 +26,6 @@ use crate::service::{DestSpec, FwdMethod, SvcId};
 
 /// Size of the virtio-net header in front of every packet with offloads on.
 const VNET_LEN: usize = 10;
-/// Packets handled per wakeup before polling again (keeps queues fair).
-const MAX_BATCH: usize = 256;
 /// Buffer: the largest GSO super-packet plus its header.
 const BUF_LEN: usize = 65536 + VNET_LEN;
 
@@ -479,59 +473,45 @@ pub(crate) fn housekeeping_with(dir: &Director, stop: &AtomicBool, extra: &dyn F
     }
 }
 
-/// One queue: drain until the device has nothing (edge-triggered), handle
-/// each packet in place, write back.
-fn worker(q: Queue, vnet: bool, mut pipe: Pipeline, stop: &AtomicBool) {
-    let mut run = || -> io::Result<()> {
-        let mut poll = Poll::new()?;
-        let fd = q.as_raw_fd();
-        poll.registry()
-            .register(&mut SourceFd(&fd), Token(0), Interest::READABLE)?;
-        let mut events = Events::with_capacity(4);
-        let mut buf = PacketBuf::new(BUF_LEN);
-        let mut pending = true;
-        while !stop.load(Relaxed) {
-            if !pending {
-                match poll.poll(&mut events, Some(Duration::from_millis(200))) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            pending = false;
-            for _ in 0..MAX_BATCH {
-                match buf.fill(|d| q.read(d)) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                match pipe.handle(crate::util::now_ms(), &mut buf, vnet) {
-                    Verdict::Forward => {
-                        if q.write(buf.frame()).is_err() {
-                            pipe.counters()
-                                .count_drop(crate::dataplane::drop::DropReason::WriteFailed);
-                        }
-                    }
-                    Verdict::Segments(n) => {
-                        for f in pipe.segments().into_iter().flat_map(|s| s.iter()).take(n) {
-                            if q.write(f).is_err() {
-                                pipe.counters()
-                                    .count_drop(crate::dataplane::drop::DropReason::WriteFailed);
-                            }
-                        }
-                    }
-                    Verdict::Reply(m) => {
-                        let _ = q.write(&pipe.reply()[..m]);
-                    }
-                    Verdict::Drop(_) => {}
-                }
-                pending = true;
-            }
+/// Tun mode: each frame goes through the IP pipeline; what results is
+/// written back to the same queue.
+struct TunFrames {
+    pipe: Pipeline,
+    vnet: bool,
+}
+
+impl TunFrames {
+    fn write(&self, q: &Queue, f: &[u8]) {
+        if q.write(f).is_err() {
+            self.pipe.counters().count_drop(DropReason::WriteFailed);
         }
-        Ok(())
-    };
-    if let Err(e) = run() {
+    }
+}
+
+impl FrameHandler for TunFrames {
+    fn frame(&mut self, now_ms: u64, buf: &mut PacketBuf, q: &Queue) {
+        match self.pipe.handle(now_ms, buf, self.vnet) {
+            Verdict::Forward => self.write(q, buf.frame()),
+            Verdict::Segments(n) => {
+                for f in self
+                    .pipe
+                    .segments()
+                    .into_iter()
+                    .flat_map(|s| s.iter())
+                    .take(n)
+                {
+                    self.write(q, f);
+                }
+            }
+            Verdict::Reply(m) => self.write(q, &self.pipe.reply()[..m]),
+            Verdict::Drop(_) => {}
+        }
+    }
+}
+
+/// One queue's worker thread (tun mode).
+fn worker(q: Queue, vnet: bool, pipe: Pipeline, stop: &AtomicBool) {
+    if let Err(e) = queue_loop::run(&q, BUF_LEN, stop, &mut TunFrames { pipe, vnet }) {
         eprintln!("tunvs: worker stopped: {e}");
     }
 }

@@ -21,13 +21,8 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
 
 use crate::adm;
 use crate::control::{self, Request, Response};
@@ -39,18 +34,15 @@ use crate::dataplane::l2::{L2Config, L2Counters, L2Pipeline, L2Verdict};
 use crate::dataplane::l2_tunnel;
 use crate::dataplane::neigh::{Mac, NeighTable};
 use crate::dataplane::pipeline::{Methods, Pipeline};
+use crate::dataplane::queue_loop::{self, FrameHandler};
 use crate::dataplane::xmit_tunnel::TunnelRoutes;
 use crate::director::{Director, Hooks};
 use crate::host::Host;
 use crate::netcfg::Netlink;
 use crate::service::{DestSpec, FwdMethod, SvcId};
 
-/// Packets handled per wakeup before polling again.
-const MAX_BATCH: usize = 256;
 /// Buffer: virtio header + Ethernet header + the largest GSO packet.
 pub const TAP_BUF_LEN: usize = 10 + 14 + 65536;
-/// Longest sleep of a worker (it re-checks the stop flag).
-const IDLE_MS: u64 = 200;
 
 /// The tap-mode options of `tunvs run`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -440,62 +432,56 @@ fn handle_request(
     }
 }
 
-/// One queue: read frames until the device is empty, handle each, write
-/// what comes out; between batches let the L2 layer send what waited.
+/// Tap mode: each frame goes through the L2 layer (ARP, the smoltcp host,
+/// the IP pipeline, next hops); what results is written back to the queue.
+struct TapFrames {
+    l2: L2Pipeline,
+    write_failed: Arc<Counters>,
+}
+
+/// Write one frame to the queue, counting a refused write.
+fn send_to(q: &Queue, write_failed: &Counters, f: &[u8]) {
+    if q.write(f).is_err() {
+        write_failed.count_drop(DropReason::WriteFailed);
+    }
+}
+
+impl FrameHandler for TapFrames {
+    fn frame(&mut self, now_ms: u64, buf: &mut PacketBuf, q: &Queue) {
+        let TapFrames { l2, write_failed } = self;
+        let mut send = |f: &[u8]| send_to(q, write_failed, f);
+        match l2.handle(now_ms, buf, &mut send) {
+            L2Verdict::Forward => send(buf.frame()),
+            L2Verdict::Reply(n) => send(&l2.reply()[..n]),
+            L2Verdict::Segments(n) => {
+                for f in l2.segments().take(n) {
+                    send(f);
+                }
+            }
+            L2Verdict::Consumed | L2Verdict::Drop(_) => {}
+        }
+    }
+
+    fn wait_ms(&mut self, now_ms: u64) -> u64 {
+        self.l2
+            .poll_delay(now_ms)
+            .unwrap_or(queue_loop::MAX_WAIT_MS)
+    }
+
+    fn after_batch(&mut self, now_ms: u64, q: &Queue) {
+        let TapFrames { l2, write_failed } = self;
+        l2.poll(now_ms, &mut |f: &[u8]| send_to(q, write_failed, f));
+    }
+}
+
+/// One queue's worker thread (tap mode); the first announces the DIPs.
 fn worker(q: Queue, mut l2: L2Pipeline, first: bool, stop: &AtomicBool) {
     let write_failed = l2.pipeline().counters();
-    let mut run = || -> io::Result<()> {
-        let mut poll = Poll::new()?;
-        let fd = q.as_raw_fd();
-        poll.registry()
-            .register(&mut SourceFd(&fd), Token(0), Interest::READABLE)?;
-        let mut events = Events::with_capacity(4);
-        let mut buf = PacketBuf::new(TAP_BUF_LEN);
-        let mut send = |f: &[u8]| {
-            if q.write(f).is_err() {
-                write_failed.count_drop(DropReason::WriteFailed);
-            }
-        };
-        if first {
-            l2.announce(&mut send);
-        }
-        let mut pending = true;
-        while !stop.load(Relaxed) {
-            if !pending {
-                let now = crate::util::now_ms();
-                let wait = l2.poll_delay(now).unwrap_or(IDLE_MS).min(IDLE_MS);
-                match poll.poll(&mut events, Some(Duration::from_millis(wait))) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            pending = false;
-            for _ in 0..MAX_BATCH {
-                match buf.fill(|d| q.read(d)) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                let now = crate::util::now_ms();
-                match l2.handle(now, &mut buf, &mut send) {
-                    L2Verdict::Forward => send(buf.frame()),
-                    L2Verdict::Reply(n) => send(&l2.reply()[..n]),
-                    L2Verdict::Segments(n) => {
-                        for f in l2.segments().take(n) {
-                            send(f);
-                        }
-                    }
-                    L2Verdict::Consumed | L2Verdict::Drop(_) => {}
-                }
-                pending = true;
-            }
-            l2.poll(crate::util::now_ms(), &mut send);
-        }
-        Ok(())
-    };
-    if let Err(e) = run() {
+    if first {
+        l2.announce(&mut |f: &[u8]| send_to(&q, &write_failed, f));
+    }
+    let mut h = TapFrames { l2, write_failed };
+    if let Err(e) = queue_loop::run(&q, TAP_BUF_LEN, stop, &mut h) {
         eprintln!("tunvs: worker stopped: {e}");
     }
 }

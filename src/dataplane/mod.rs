@@ -12,6 +12,7 @@ pub mod l2;
 pub mod l2_tunnel;
 pub mod neigh;
 pub mod pipeline;
+pub mod queue_loop;
 pub mod tunnel_icmp;
 pub mod tunnel_route;
 pub mod xmit_tunnel;
