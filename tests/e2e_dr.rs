@@ -91,53 +91,6 @@ fn ipvs_sh_tap_topology(lab: &mut Lab, nat: bool) {
     }
 }
 
-fn start_tap_director(lab: &mut Lab) -> Daemon {
-    let d = lab.start_tunvs(
-        "ns1",
-        &[
-            "--device",
-            "tap",
-            "--dev",
-            "tunvs0",
-            "--bridge",
-            "br12",
-            "--address",
-            "172.16.0.1/24",
-            "--gateway",
-            "172.16.0.254",
-        ],
-    );
-    // ns1's kernel hands the VIP to tunvs's DIP.
-    lab.exec_ok(
-        "ns1",
-        &[
-            "ip",
-            "route",
-            "add",
-            &format!("{VIP}/32"),
-            "via",
-            "172.16.0.1",
-            "dev",
-            "br12",
-        ],
-    );
-    d
-}
-
-/// InPkts and OutPkts of the service line of `ipvsadm -L -n --stats`.
-fn service_pkts(stats: &str, svc: &str) -> (u64, u64) {
-    let line = stats
-        .lines()
-        .find(|l| l.starts_with(&format!("TCP  {svc}")))
-        .unwrap_or_else(|| panic!("no service {svc} in:\n{stats}"));
-    let w: Vec<u64> = line
-        .split_whitespace()
-        .skip(2)
-        .map(|x| x.parse().unwrap())
-        .collect();
-    (w[1], w[2])
-}
-
 #[test]
 fn ipvs_sh_dr_case_over_tap_32_random_bytes_arrive_intact() {
     let mut lab = Lab::new("d");

@@ -16,11 +16,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::*;
 
-const VIP: &str = "207.175.44.110";
+const VIP: &str = IPVS_SH_VIP;
 
 /// `ipvs.sh` §5.2 with tunvs's bridge on the director and the TUN case's
 /// real-server settings (§5.4: ARP for the VIP off, no reverse-path filter,
@@ -81,39 +79,6 @@ fn realserver_sysctls(lab: &Lab, dev: &str) {
     );
 }
 
-/// tunvs in tap mode on ns1's `br12`, and ns1's route for the VIP to its DIP.
-fn start_tap_director(lab: &mut Lab) -> Daemon {
-    let d = lab.start_tunvs(
-        "ns1",
-        &[
-            "--device",
-            "tap",
-            "--dev",
-            "tunvs0",
-            "--bridge",
-            "br12",
-            "--address",
-            "172.16.0.1/24",
-            "--gateway",
-            "172.16.0.254",
-        ],
-    );
-    lab.exec_ok(
-        "ns1",
-        &[
-            "ip",
-            "route",
-            "add",
-            &format!("{VIP}/32"),
-            "via",
-            "172.16.0.1",
-            "dev",
-            "br12",
-        ],
-    );
-    d
-}
-
 /// `ipvsadm -A -t VIP:8080 -s rr; ipvsadm -a -i -t VIP:8080 -r RIP:8080 OPTS…`;
 /// no warning may come back (tap mode carries `-i`).
 fn tun_service(d: &Daemon, rip: &str, tun_opts: &[&str]) {
@@ -131,140 +96,16 @@ fn tun_service(d: &Daemon, rip: &str, tun_opts: &[&str]) {
     );
 }
 
-/// A running `tunvs realserver tunnel` and its log.
-struct RealServer {
-    log: PathBuf,
-    pid: u32,
-}
-
-impl RealServer {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGUSR1, then the counter `name` from the printed report.
-    fn counter(&self, lab: &Lab, name: &str) -> u64 {
-        let before = self.log().matches("\ndrop_not_director ").count();
-        // SAFETY: kill with the pid of a child this test started.
-        unsafe {
-            libc::kill(self.pid as i32, libc::SIGUSR1);
-        }
-        lab.wait_until("the real server's counters", 5, || {
-            let l = self.log();
-            l.matches("\ndrop_not_director ").count() > before && l.ends_with('\n')
-        });
-        let l = self.log();
-        let report = l.rsplit("\nreceived ").next().unwrap();
-        let text = format!("received {report}");
-        text.lines()
-            .find_map(|l| {
-                let mut it = l.split_whitespace();
-                (it.next() == Some(name)).then(|| it.next().unwrap().parse().unwrap())
-            })
-            .unwrap_or_else(|| panic!("no counter {name} in {l}"))
-    }
-}
-
-/// Start `tunvs realserver tunnel --vip VIP ARGS…` in ns2 and wait until it runs.
-fn start_realserver(lab: &mut Lab, args: &[&str]) -> RealServer {
-    let log = lab.tmp.join("rs.log");
-    let mut v = vec![TUNVS, "realserver", "tunnel", "--vip", VIP];
-    v.extend_from_slice(args);
-    let pid = lab.spawn("ns2", &v, Some(&log));
-    let rs = RealServer { log, pid };
-    lab.wait_until("the real server's decapsulator", 10, || {
-        rs.log().contains("decapsulating") || rs.log().contains("tunvs realserver:")
-    });
-    assert!(rs.log().contains("decapsulating"), "{}", rs.log());
-    rs
-}
-
-/// Send `payload` from ns0 to VIP:8080 with socat, received by socat in ns2.
-fn transfer(lab: &mut Lab, payload: &[u8], secs: u64) -> Vec<u8> {
-    let infile = lab.tmp.join("in");
-    let outfile = lab.tmp.join("out");
-    std::fs::write(&infile, payload).unwrap();
-    let _ = std::fs::remove_file(&outfile);
-    let out_s = outfile.to_string_lossy().into_owned();
-    lab.spawn(
-        "ns2",
-        &[
-            "sh",
-            "-c",
-            &format!("timeout {secs} socat -u -4 TCP-LISTEN:8080,reuseaddr STDOUT > {out_s}"),
-        ],
-        None,
-    );
-    lab.wait_until("the server to listen", 5, || {
-        let o = lab.exec("ns2", &["ss", "-ltn", "sport = :8080"]);
-        String::from_utf8_lossy(&o.stdout).contains("8080")
-    });
-    let o = lab.sh_in(
-        "ns0",
-        &format!(
-            "timeout {secs} socat -u -4 STDIN TCP:{VIP}:8080 < {}",
-            infile.to_string_lossy()
-        ),
-    );
-    assert!(
-        o.status.success(),
-        "client socat failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let mut got = Vec::new();
-    lab.wait_until("the server to write everything", secs, || {
-        got = std::fs::read(&outfile).unwrap_or_default();
-        got.len() >= payload.len()
-    });
-    got
-}
-
-/// A named row of `tunvs drops`.
-fn counter(drops: &str, name: &str) -> u64 {
-    drops
-        .lines()
-        .find_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some(name)).then(|| w.next().unwrap().parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("no counter {name} in:\n{drops}"))
-}
-
-/// InPkts and OutPkts of the service line of `ipvsadm -L -n --stats`.
-fn service_pkts(stats: &str, svc: &str) -> (u64, u64) {
-    let line = stats
-        .lines()
-        .find(|l| l.starts_with(&format!("TCP  {svc}")))
-        .unwrap_or_else(|| panic!("no service {svc} in:\n{stats}"));
-    let w: Vec<u64> = line
-        .split_whitespace()
-        .skip(2)
-        .map(|x| x.parse().unwrap())
-        .collect();
-    (w[1], w[2])
-}
-
-/// A `/proc/net/snmp` counter (`Tcp`, `InCsumErrors`) inside a namespace.
-fn snmp(lab: &Lab, n: &str, group: &str, name: &str) -> u64 {
-    let snmp = lab.exec_ok(n, &["cat", "/proc/net/snmp"]);
-    let prefix = format!("{group}:");
-    let mut rows = snmp.lines().filter(|l| l.starts_with(&prefix));
-    let head: Vec<&str> = rows.next().unwrap().split_whitespace().collect();
-    let vals: Vec<&str> = rows.next().unwrap().split_whitespace().collect();
-    let i = head.iter().position(|h| *h == name).unwrap();
-    vals[i].parse().unwrap()
-}
-
 /// The ipvs.sh TUN case over the tap director with `--tun-type` options
 /// `tun_opts` and `rs_args` for the real-server helper.
 fn ipvs_sh_tun_case_over_tap(tag: &str, tun_opts: &[&str], rs_args: &[&str], want_info: &str) {
     let mut lab = Lab::new(tag);
     ipvs_sh_tap_tun_topology(&mut lab);
-    let rs = start_realserver(&mut lab, rs_args);
+    let rs = start_realserver(&mut lab, "ns2", rs_args);
     let d = start_tap_director(&mut lab);
     tun_service(&d, "172.16.0.2", tun_opts);
     let payload = random_bytes(32);
-    let got = transfer(&mut lab, &payload, 10);
+    let got = transfer_to_vip(&mut lab, &payload, 10);
     assert_eq!(
         got,
         payload,
@@ -289,10 +130,10 @@ fn ipvs_sh_tun_case_over_tap(tag: &str, tun_opts: &[&str], rs_args: &[&str], wan
     assert!(inp >= 4, "SYN, ACK, data, FIN at least: {inp}");
     assert_eq!(outp, 0);
     let drops = d.drops();
-    assert_eq!(counter(&drops, "forwarded"), inp, "{drops}");
-    assert_eq!(counter(&drops, "l2_ip_in"), inp, "{drops}");
-    assert_eq!(counter(&drops, "tunnel_no_route"), 0, "{drops}");
-    assert_eq!(counter(&drops, "method_unavailable"), 0, "{drops}");
+    assert_eq!(drops_row(&drops, "forwarded"), inp, "{drops}");
+    assert_eq!(drops_row(&drops, "l2_ip_in"), inp, "{drops}");
+    assert_eq!(drops_row(&drops, "tunnel_no_route"), 0, "{drops}");
+    assert_eq!(drops_row(&drops, "method_unavailable"), 0, "{drops}");
     // The helper received every one of them and injected it.
     let received = rs.counter(&lab, "received");
     assert_eq!(received, inp, "{}", rs.log());
@@ -339,12 +180,12 @@ fn bulk_over_tap_with_offloads_holds_the_link_mtu() {
         lab.exec_ok(n, &["ip", "link", "set", dev, "mtu", "1400"]);
         lab.exec_ok(n, &["ethtool", "-K", dev, "rx", "off", "tx", "off"]);
     }
-    let rs = start_realserver(&mut lab, &[]);
+    let rs = start_realserver(&mut lab, "ns2", &[]);
     let d = start_tap_director(&mut lab);
     assert!(d.log().contains("MTU 1400"), "{}", d.log());
     tun_service(&d, "172.16.0.2", &[]);
     let payload = random_bytes(4 << 20);
-    let got = transfer(&mut lab, &payload, 60);
+    let got = transfer_to_vip(&mut lab, &payload, 60);
     assert!(
         got == payload,
         "bulk payload differs (len {} vs {}); drops:\n{}\nreal server:\n{}",
@@ -355,11 +196,11 @@ fn bulk_over_tap_with_offloads_holds_the_link_mtu() {
     );
     let drops = d.drops();
     assert!(
-        counter(&drops, "gso_segmented") > 0,
+        drops_row(&drops, "gso_segmented") > 0,
         "offloads gave no GSO: {drops}"
     );
-    assert!(counter(&drops, "tunnel_frag_needed") > 0, "{drops}");
-    assert_eq!(counter(&drops, "write_failed"), 0, "{drops}");
+    assert!(drops_row(&drops, "tunnel_frag_needed") > 0, "{drops}");
+    assert_eq!(drops_row(&drops, "write_failed"), 0, "{drops}");
     let max = rs.counter(&lab, "max_outer_len");
     assert!(
         (1300..=1400).contains(&max),
@@ -418,11 +259,11 @@ fn bulk_through_a_router_learns_the_path_mtu_from_icmp_on_the_tap() {
         &["ip", "addr", "add", "10.0.0.3/24", "dev", "veth20"],
     );
     realserver_sysctls(&lab, "veth2r");
-    let rs = start_realserver(&mut lab, &[]);
+    let rs = start_realserver(&mut lab, "ns2", &[]);
     let d = start_tap_director(&mut lab);
     tun_service(&d, "172.16.1.2", &[]);
     let payload = random_bytes(4 << 20);
-    let got = transfer(&mut lab, &payload, 60);
+    let got = transfer_to_vip(&mut lab, &payload, 60);
     assert!(
         got == payload,
         "bulk payload differs (len {} vs {}); drops:\n{}\nreal server:\n{}",
@@ -440,8 +281,8 @@ fn bulk_through_a_router_learns_the_path_mtu_from_icmp_on_the_tap() {
         "the client never heard of the smaller path MTU"
     );
     let drops = d.drops();
-    assert!(counter(&drops, "icmp_replies") > 0, "{drops}");
-    assert!(counter(&drops, "tunnel_frag_needed") > 0, "{drops}");
+    assert!(drops_row(&drops, "icmp_replies") > 0, "{drops}");
+    assert!(drops_row(&drops, "tunnel_frag_needed") > 0, "{drops}");
     let max = rs.counter(&lab, "max_outer_len");
     assert!(
         (1300..=1400).contains(&max),

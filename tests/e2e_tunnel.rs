@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::*;
 
 const VIP: &str = IPVS_SH_VIP;
@@ -66,56 +64,6 @@ fn ipvsadm_tun_service(d: &Daemon, lab: &Lab, tun_opts: &[&str]) {
         "ns1",
         &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"],
     );
-}
-
-/// A running `tunvs realserver tunnel` and its log.
-struct RealServer {
-    log: PathBuf,
-    pid: u32,
-}
-
-impl RealServer {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGUSR1, then the counter `name` from the printed report.
-    fn counter(&self, lab: &Lab, name: &str) -> u64 {
-        // A report ends with drop_not_director: wait for one more complete one.
-        let before = self.log().matches("\ndrop_not_director ").count();
-        // SAFETY: kill with the pid of a child this test started.
-        unsafe {
-            libc::kill(self.pid as i32, libc::SIGUSR1);
-        }
-        lab.wait_until("the real server's counters", 5, || {
-            let l = self.log();
-            l.matches("\ndrop_not_director ").count() > before && l.ends_with('\n')
-        });
-        let l = self.log();
-        let report = l.rsplit("\nreceived ").next().unwrap();
-        let line = format!("received {report}");
-        line.lines()
-            .find_map(|l| {
-                let mut it = l.split_whitespace();
-                (it.next() == Some(name)).then(|| it.next().unwrap().parse().unwrap())
-            })
-            .unwrap_or_else(|| panic!("no counter {name} in {l}"))
-    }
-}
-
-/// Start `tunvs realserver tunnel --vip VIP ARGS…` in `ns` and wait until it runs.
-fn start_realserver(lab: &mut Lab, ns: &str, args: &[&str]) -> RealServer {
-    let log = lab.tmp.join(format!("rs-{ns}.log"));
-    let mut v = vec![TUNVS, "realserver", "tunnel", "--vip", VIP];
-    v.extend_from_slice(args);
-    let pid = lab.spawn(ns, &v, Some(&log));
-    let rs = RealServer { log, pid };
-    lab.wait_until("the real server's decapsulator", 10, || {
-        rs.log().contains("decapsulating")
-            || rs.log().contains("tunvs realserver:") && !rs.log().contains("decapsulating")
-    });
-    assert!(rs.log().contains("decapsulating"), "{}", rs.log());
-    rs
 }
 
 /// The ipvs.sh TUN case with `--tun-type` options `tun_opts` on the director and

@@ -510,3 +510,106 @@ pub fn snmp(lab: &Lab, n: &str, group: &str, name: &str) -> u64 {
     let i = head.iter().position(|h| *h == name).unwrap();
     vals[i].parse().unwrap()
 }
+
+/// InPkts and OutPkts of a TCP service's line in `ipvsadm -L -n --stats`.
+pub fn service_pkts(stats: &str, svc: &str) -> (u64, u64) {
+    let line = stats
+        .lines()
+        .find(|l| l.starts_with(&format!("TCP  {svc}")))
+        .unwrap_or_else(|| panic!("no service {svc} in:\n{stats}"));
+    let w: Vec<u64> = line
+        .split_whitespace()
+        .skip(2)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (w[1], w[2])
+}
+
+/// tunvs in tap mode in ns1 on the bridge `br12` (shared with veth12, the
+/// selftest's director port) with DIP 172.16.0.1, and ns1's kernel route that
+/// hands the VIP to that DIP.
+pub fn start_tap_director(lab: &mut Lab) -> Daemon {
+    let d = lab.start_tunvs(
+        "ns1",
+        &[
+            "--device",
+            "tap",
+            "--dev",
+            "tunvs0",
+            "--bridge",
+            "br12",
+            "--address",
+            "172.16.0.1/24",
+            "--gateway",
+            "172.16.0.254",
+        ],
+    );
+    let vip = format!("{IPVS_SH_VIP}/32");
+    lab.exec_ok(
+        "ns1",
+        &[
+            "ip",
+            "route",
+            "add",
+            &vip,
+            "via",
+            "172.16.0.1",
+            "dev",
+            "br12",
+        ],
+    );
+    d
+}
+
+/// A running `tunvs realserver tunnel` and its log.
+pub struct RealServer {
+    /// Its log (stdout and stderr).
+    pub log: std::path::PathBuf,
+    /// Its pid.
+    pub pid: u32,
+}
+
+impl RealServer {
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGUSR1, then the counter `name` from the report it prints.
+    pub fn counter(&self, lab: &Lab, name: &str) -> u64 {
+        // A report ends with drop_not_director: wait for one more complete one.
+        let before = self.log().matches("\ndrop_not_director ").count();
+        // SAFETY: kill with the pid of a child this test started.
+        unsafe {
+            libc::kill(self.pid as i32, libc::SIGUSR1);
+        }
+        lab.wait_until("the real server's counters", 5, || {
+            let l = self.log();
+            l.matches("\ndrop_not_director ").count() > before && l.ends_with('\n')
+        });
+        let l = self.log();
+        let report = l.rsplit("\nreceived ").next().unwrap();
+        let text = format!("received {report}");
+        text.lines()
+            .find_map(|l| {
+                let mut it = l.split_whitespace();
+                (it.next() == Some(name)).then(|| it.next().unwrap().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no counter {name} in {l}"))
+    }
+}
+
+/// Start `tunvs realserver tunnel --vip VIP ARGS…` in namespace `ns` and wait
+/// (bounded) until it decapsulates.
+pub fn start_realserver(lab: &mut Lab, ns: &str, args: &[&str]) -> RealServer {
+    let log = lab.tmp.join(format!("rs-{ns}.log"));
+    let mut v = vec![TUNVS, "realserver", "tunnel", "--vip", IPVS_SH_VIP];
+    v.extend_from_slice(args);
+    let pid = lab.spawn(ns, &v, Some(&log));
+    let rs = RealServer { log, pid };
+    lab.wait_until("the real server's decapsulator", 10, || {
+        rs.log().contains("decapsulating") || rs.log().contains("tunvs realserver:")
+    });
+    assert!(rs.log().contains("decapsulating"), "{}", rs.log());
+    rs
+}
