@@ -829,20 +829,3 @@ fn read_some_raw(dev: &Device, buf: &mut [u8], wait: Duration) -> Option<Vec<u8>
     None
 }
 
-/// Reads one packet (no vnet header expected) from any queue.
-#[allow(dead_code)]
-fn read_any_raw(dev: &Device, buf: &mut [u8]) -> Vec<u8> {
-    for _ in 0..200 {
-        for q in &dev.queues {
-            match q.read(buf) {
-                Ok(n) => return buf[..n].to_vec(),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("reading the tun: {e}"),
-            }
-        }
-        dev.queues[0]
-            .wait_readable(Some(Duration::from_millis(10)))
-            .unwrap();
-    }
-    panic!("no packet arrived on {}", dev.name);
-}
