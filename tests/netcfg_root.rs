@@ -828,4 +828,3 @@ fn read_some_raw(dev: &Device, buf: &mut [u8], wait: Duration) -> Option<Vec<u8>
     }
     None
 }
-

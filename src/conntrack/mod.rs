@@ -71,10 +71,15 @@ pub struct TemplateKey {
     pub vport: u16,
 }
 
-#[derive(Debug)]
-struct ConnMut {
-    state: u8,
-    flags: u32,
+/// State and flags share one atomic word, so a packet that changes neither
+/// (an established flow's data) only reads it, and a change is one
+/// compare-and-swap: no lock on the packet path.
+const fn pack(state: u8, flags: u32) -> u64 {
+    ((flags as u64) << 32) | state as u64
+}
+
+const fn unpack(v: u64) -> (u8, u32) {
+    (v as u8, (v >> 32) as u32)
 }
 
 /// One tracked flow or persistence template.
@@ -112,7 +117,8 @@ pub struct Conn {
     /// The idle timeout of the current state: read on every lookup without
     /// the state lock, written under it.
     timeout_ms: AtomicU64,
-    m: Mutex<ConnMut>,
+    /// [`pack`]ed state and `CONN_F_*` flags.
+    sf: AtomicU64,
 }
 
 /// Parameters of a new connection.
@@ -171,7 +177,7 @@ impl Conn {
             last_seen: AtomicU64::new(now_ms),
             // Placeholder until the first packet sets the state's timeout.
             timeout_ms: AtomicU64::new(3_000),
-            m: Mutex::new(ConnMut { state: 0, flags }),
+            sf: AtomicU64::new(pack(0, flags)),
         })
     }
 
@@ -203,15 +209,12 @@ impl Conn {
             one_packet: false,
             last_seen: AtomicU64::new(now_ms),
             timeout_ms: AtomicU64::new(timeout_s as u64 * 1000),
-            m: Mutex::new(ConnMut {
-                state: 0,
-                flags: CONN_F_TEMPLATE,
-            }),
+            sf: AtomicU64::new(pack(0, CONN_F_TEMPLATE)),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ConnMut> {
-        self.m.lock().unwrap_or_else(|e| e.into_inner())
+    fn state_flags(&self) -> (u8, u32) {
+        unpack(self.sf.load(Relaxed))
     }
 
     /// True for persistence templates.
@@ -221,12 +224,12 @@ impl Conn {
 
     /// Current state number (TCP: `TcpState`; UDP: 0).
     pub fn state(&self) -> u8 {
-        self.lock().state
+        self.state_flags().0
     }
 
     /// Current flags.
     pub fn flags(&self) -> u32 {
-        self.lock().flags
+        self.state_flags().1
     }
 
     /// Milliseconds of the last packet.
@@ -257,7 +260,7 @@ impl Conn {
 
     /// Mark a template ASSURED.
     pub fn assure(&self) {
-        self.lock().flags |= CONN_F_ASSURED;
+        self.sf.fetch_or(pack(0, CONN_F_ASSURED), Relaxed);
     }
 
     /// Run the protocol state machine for one packet and re-arm the idle
@@ -265,36 +268,7 @@ impl Conn {
     /// counters when the state's activity changes.
     pub fn on_packet(&self, now_ms: u64, side: Side, tcp_flags: u8, t: &ConnTimeouts) {
         self.last_seen.store(now_ms, Relaxed);
-        let mut m = self.lock();
-        if self.proto == 6 {
-            let dir = match side {
-                Side::Server => {
-                    m.flags &= !CONN_F_NOOUTPUT;
-                    Direction::Output
-                }
-                Side::Client if m.flags & CONN_F_NOOUTPUT != 0 => Direction::InputOnly,
-                Side::Client => Direction::Input,
-            };
-            let cur = TcpState::from_u8(m.state);
-            let new = tcp::next(t.secure_tcp(), dir, tcp_flags, cur);
-            if new != cur {
-                let inactive = m.flags & CONN_F_INACTIVE != 0;
-                if !inactive && !new.is_active() {
-                    self.dest.conn_became_active(false);
-                    m.flags |= CONN_F_INACTIVE;
-                } else if inactive && new.is_active() {
-                    self.dest.conn_became_active(true);
-                    m.flags &= !CONN_F_INACTIVE;
-                }
-                if new == TcpState::Established {
-                    if let Some(t) = &self.control {
-                        t.assure();
-                    }
-                }
-                m.state = new as u8;
-            }
-            self.timeout_ms.store(t.tcp_ms(new), Relaxed);
-        } else {
+        if self.proto != 6 {
             // UDP (and anything else): one state, always inactive.
             self.timeout_ms.store(t.udp_ms(), Relaxed);
             if side == Side::Server {
@@ -302,20 +276,66 @@ impl Conn {
                     t.assure();
                 }
             }
+            return;
+        }
+        let secure = t.secure_tcp();
+        let mut old = self.sf.load(Relaxed);
+        loop {
+            let (st, flags) = unpack(old);
+            let mut nflags = flags;
+            let dir = match side {
+                Side::Server => {
+                    nflags &= !CONN_F_NOOUTPUT;
+                    Direction::Output
+                }
+                Side::Client if flags & CONN_F_NOOUTPUT != 0 => Direction::InputOnly,
+                Side::Client => Direction::Input,
+            };
+            let cur = TcpState::from_u8(st);
+            let new = tcp::next(secure, dir, tcp_flags, cur);
+            // Some(active) when the connection moves between the counters.
+            let mut moved = None;
+            if new != cur {
+                let inactive = flags & CONN_F_INACTIVE != 0;
+                if !inactive && !new.is_active() {
+                    nflags |= CONN_F_INACTIVE;
+                    moved = Some(false);
+                } else if inactive && new.is_active() {
+                    nflags &= !CONN_F_INACTIVE;
+                    moved = Some(true);
+                }
+            }
+            let next = pack(new as u8, nflags);
+            if next != old {
+                if let Err(seen) = self.sf.compare_exchange_weak(old, next, Relaxed, Relaxed) {
+                    old = seen;
+                    continue;
+                }
+            }
+            if let Some(active) = moved {
+                self.dest.conn_became_active(active);
+            }
+            if new != cur && new == TcpState::Established {
+                if let Some(t) = &self.control {
+                    t.assure();
+                }
+            }
+            self.timeout_ms.store(t.tcp_ms(new), Relaxed);
+            return;
         }
     }
 
     /// The state's display name (`ipvsadm -L -c`).
     pub fn state_name(&self) -> &'static str {
-        let m = self.lock();
-        if m.flags & CONN_F_TEMPLATE != 0 {
-            if m.flags & CONN_F_ASSURED != 0 {
+        let (state, flags) = self.state_flags();
+        if flags & CONN_F_TEMPLATE != 0 {
+            if flags & CONN_F_ASSURED != 0 {
                 "ASSURED"
             } else {
                 "NONE"
             }
         } else if self.proto == 6 {
-            TcpState::from_u8(m.state).name()
+            TcpState::from_u8(state).name()
         } else {
             UDP_STATE_NAME
         }
@@ -327,11 +347,11 @@ impl Conn {
         if self.control.is_some() || self.proto != 6 {
             return false;
         }
-        let m = self.lock();
-        let st = TcpState::from_u8(m.state);
+        let (state, flags) = self.state_flags();
+        let st = TcpState::from_u8(state);
         st == TcpState::TimeWait
             || st == TcpState::Close
-            || (st == TcpState::FinWait && m.flags & CONN_F_NOOUTPUT != 0)
+            || (st == TcpState::FinWait && flags & CONN_F_NOOUTPUT != 0)
     }
 
     /// Force the timer to fire at the next sweep.
