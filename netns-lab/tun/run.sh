@@ -9,6 +9,7 @@ if [ "$(id -u)" != 0 ]; then
     echo "netns-lab/tun: needs root (network namespaces): sudo $0" >&2
     exit 1
 fi
+"$top/netns-lab/deps.sh" || exit 1
 if [ -z "${TUNVS:-}" ]; then
     (cd "$top" && cargo build --release --quiet)
     TUNVS="$top/target/release/tunvs"
