@@ -572,6 +572,29 @@ fn a_template_with_live_connections_is_rearmed_for_60_s() {
     assert_eq!(persist(&v), (0, 0));
 }
 
+/// A new connection through a template that is past its deadline but still
+/// controls one (no sweep ran yet) finds it held for 60 s, as the sweep would
+/// have left it, not re-armed with its own 10 s.
+#[test]
+fn a_due_template_reused_before_the_sweep_is_held_for_60_s() {
+    let mut v = persistent_lab("-p 10");
+    let r11: std::net::SocketAddr = "192.168.168.11:80".parse().unwrap();
+    let f = client("10.0.0.2", 40000).to(r11);
+    v.fwd(s(1), &f.c2v(SYN));
+    // At 20 s (template due at 11 s, no sweep since): the SYN_RECV conn (60 s)
+    // still lives, so the template pins the second connection …
+    let g = client("10.0.0.2", 40001).to(r11);
+    assert_eq!(dst_of(&v.fwd(s(20), &g.c2v(SYN))), r11);
+    v.at(s(20));
+    let row = v
+        .conn_rows()
+        .into_iter()
+        .find(|r| r.contains("10.0.0.2:0 "))
+        .expect("template row");
+    // … and is held 60 s from its refresh, not 10 s.
+    assert!(row.starts_with("TCP 01:00 "), "{row}");
+}
+
 #[test]
 fn netmask_pins_a_whole_client_network() {
     let mut v = persistent_lab("-p 360 -M 255.255.255.0");

@@ -508,6 +508,12 @@ impl ConnTable {
             }
             return None;
         }
+        if t.expires_at() <= now_ms {
+            // Its timer would have fired while it still controlled
+            // connections: the kernel then holds it with a 60 s timeout, for
+            // good (spec §3.2), as the next sweep would.
+            t.timeout_ms.store(TEMPLATE_HOLD_MS, Relaxed);
+        }
         Some(t)
     }
 
