@@ -35,6 +35,9 @@ pub enum DropReason {
     PortZeroNotPersistent,
     /// Tunnel transmit refused the packet (no route, MTU, segmentation).
     Tunnel(TunnelError),
+    /// An ICMP error tunvs would have sent was suppressed by the rate limit
+    /// (counted besides the reason of the packet's own drop).
+    IcmpRateLimited,
 }
 
 /// First counter slot of the tunnel reasons.
@@ -58,6 +61,7 @@ impl DropReason {
             DropReason::IcmpNotError => 6,
             DropReason::WriteFailed => 7,
             DropReason::PortZeroNotPersistent => 8,
+            DropReason::IcmpRateLimited => 9,
         }
     }
 
@@ -73,6 +77,7 @@ impl DropReason {
             6 => "icmp_not_error",
             7 => "write_failed",
             8 => "port_zero_not_persistent",
+            9 => "icmp_rate_limited",
             i if i >= TUNNEL_SLOT => {
                 return TunnelError::ALL.get(i - TUNNEL_SLOT).map(|e| e.name())
             }

@@ -102,6 +102,51 @@ pub struct Pipeline {
     encapsulated: bool,
     reply_reason: DropReason,
     tunnel: Option<TunnelTx>,
+    icmp_limit: IcmpLimit,
+}
+
+/// The ICMP errors tunvs sends are rate-limited like the kernel's
+/// (`net.ipv4.icmp_msgs_per_sec` 1000, `icmp_msgs_burst` 50), per worker: a
+/// token bucket refilled with the clock.
+#[derive(Debug, Clone, Copy)]
+pub struct IcmpLimit {
+    tokens: u32,
+    last_ms: u64,
+}
+
+impl IcmpLimit {
+    /// Errors per second.
+    pub const PER_SEC: u64 = 1000;
+    /// Bucket size.
+    pub const BURST: u32 = 50;
+
+    /// A full bucket.
+    pub const fn new() -> Self {
+        IcmpLimit {
+            tokens: Self::BURST,
+            last_ms: 0,
+        }
+    }
+
+    /// Take a token if there is one.
+    pub fn allow(&mut self, now_ms: u64) -> bool {
+        let refill = now_ms.saturating_sub(self.last_ms) * Self::PER_SEC / 1000;
+        if refill > 0 {
+            self.tokens = (self.tokens as u64 + refill).min(Self::BURST as u64) as u32;
+            self.last_ms = now_ms;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
+impl Default for IcmpLimit {
+    fn default() -> Self {
+        IcmpLimit::new()
+    }
 }
 
 impl Pipeline {
@@ -118,6 +163,7 @@ impl Pipeline {
             encapsulated: false,
             reply_reason: DropReason::NoDestination,
             tunnel: None,
+            icmp_limit: IcmpLimit::new(),
         }
     }
 
@@ -178,6 +224,7 @@ impl Pipeline {
     /// into the frames of `Segments` (tunnel).
     pub fn handle(&mut self, now_ms: u64, buf: &mut PacketBuf, vnet: bool) -> Verdict {
         let v = self.classify(now_ms, buf, vnet);
+        // Per-worker, single-writer counters: see `drop::bump`.
         match v {
             Verdict::Forward => {
                 bump(&self.counters.forwarded, 1);
@@ -187,8 +234,12 @@ impl Pipeline {
                 bump(&self.counters.segmented, 1);
             }
             Verdict::Reply(_) => {
-                bump(&self.counters.replies, 1);
                 self.counters.count_drop(self.reply_reason);
+                if !self.icmp_limit.allow(now_ms) {
+                    self.counters.count_drop(DropReason::IcmpRateLimited);
+                    return Verdict::Drop(self.reply_reason);
+                }
+                bump(&self.counters.replies, 1);
             }
             Verdict::Drop(r) => self.counters.count_drop(r),
         }
@@ -589,5 +640,27 @@ pub fn mask_addr(a: IpAddr, netmask: u32) -> IpAddr {
             };
             IpAddr::V6(Ipv6Addr::from(u128::from(v6) & m))
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::IcmpLimit;
+
+    #[test]
+    fn icmp_limit_allows_a_burst_then_the_rate() {
+        let mut l = IcmpLimit::new();
+        let sent = (0..100).filter(|_| l.allow(1_000)).count();
+        assert_eq!(
+            sent,
+            IcmpLimit::BURST as usize,
+            "a burst, then nothing at the same instant"
+        );
+        // 10 ms later: 10 more tokens at 1000/s.
+        let sent = (0..100).filter(|_| l.allow(1_010)).count();
+        assert_eq!(sent, 10);
+        // A long pause refills only up to the burst.
+        let sent = (0..100).filter(|_| l.allow(60_000)).count();
+        assert_eq!(sent, IcmpLimit::BURST as usize);
     }
 }
