@@ -23,71 +23,24 @@ const VIP: &str = IPVS_SH_VIP;
 /// real server as the NAT case does (no direct path, default route via the
 /// director).
 fn ipvs_sh_tap_topology(lab: &mut Lab, nat: bool) {
-    for n in ["ns0", "ns1", "ns2"] {
-        lab.add_ns(n);
-    }
-    lab.veth("ns0", "veth01", "ns1", "veth10");
-    lab.veth("ns0", "veth02", "ns2", "veth20");
-    lab.veth("ns1", "veth12", "ns2", "veth21");
-    lab.exec_ok("ns0", &["ip", "link", "add", "br0", "type", "bridge"]);
-    lab.exec_ok("ns0", &["ip", "link", "set", "veth01", "master", "br0"]);
-    lab.exec_ok("ns0", &["ip", "link", "set", "veth02", "master", "br0"]);
-    lab.exec_ok("ns0", &["ip", "link", "set", "br0", "up"]);
-    lab.exec_ok("ns0", &["ip", "addr", "add", "10.0.0.2/24", "dev", "br0"]);
-    lab.exec_ok(
-        "ns1",
-        &["ip", "addr", "add", "10.0.0.1/24", "dev", "veth10"],
-    );
-    // The director's LAN: veth12 and (once tunvs runs) its TAP on br12.
-    lab.exec_ok("ns1", &["ip", "link", "add", "br12", "type", "bridge"]);
-    lab.exec_ok("ns1", &["ip", "link", "set", "veth12", "master", "br12"]);
-    lab.exec_ok("ns1", &["ip", "link", "set", "br12", "up"]);
-    lab.exec_ok(
-        "ns1",
-        &["ip", "addr", "add", "172.16.0.254/24", "dev", "br12"],
-    );
-    lab.exec_ok(
-        "ns2",
-        &["ip", "addr", "add", "172.16.0.2/24", "dev", "veth21"],
-    );
-    lab.exec_ok(
-        "ns2",
-        &["ip", "addr", "add", "10.0.0.3/24", "dev", "veth20"],
-    );
-    lab.exec_ok(
-        "ns0",
-        &["ip", "route", "add", VIP, "via", "10.0.0.1", "dev", "br0"],
-    );
-    lab.exec_ok("ns1", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    ipvs_sh_base(lab);
+    ipvs_sh_tap_lan(lab);
     if nat {
         lab.exec_ok("ns2", &["ip", "link", "del", "veth20"]);
-        lab.exec_ok(
-            "ns2",
-            &[
-                "ip",
-                "route",
-                "add",
-                "default",
-                "via",
-                "172.16.0.1",
-                "dev",
-                "veth21",
-            ],
-        );
+        let via = [
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            "172.16.0.1",
+            "dev",
+            "veth21",
+        ];
+        lab.exec_ok("ns2", &via);
     } else {
         // ipvs.sh test_dr, ns2: no ARP for the VIP, no reverse-path filter.
-        for kv in [
-            "net.ipv4.conf.all.arp_ignore=1",
-            "net.ipv4.conf.all.arp_announce=2",
-            "net.ipv4.conf.all.rp_filter=0",
-            "net.ipv4.conf.veth21.rp_filter=0",
-        ] {
-            lab.exec_ok("ns2", &["sysctl", "-qw", kv]);
-        }
-        lab.exec_ok(
-            "ns2",
-            &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"],
-        );
+        ipvs_sh_realserver_vip(lab, "veth21");
     }
 }
 

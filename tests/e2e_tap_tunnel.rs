@@ -24,59 +24,9 @@ const VIP: &str = IPVS_SH_VIP;
 /// real-server settings (§5.4: ARP for the VIP off, no reverse-path filter,
 /// VIP on lo; `tunvs realserver tunnel` stands in for `tunl0`).
 fn ipvs_sh_tap_tun_topology(lab: &mut Lab) {
-    for n in ["ns0", "ns1", "ns2"] {
-        lab.add_ns(n);
-    }
-    lab.veth("ns0", "veth01", "ns1", "veth10");
-    lab.veth("ns0", "veth02", "ns2", "veth20");
-    lab.veth("ns1", "veth12", "ns2", "veth21");
-    lab.exec_ok("ns0", &["ip", "link", "add", "br0", "type", "bridge"]);
-    lab.exec_ok("ns0", &["ip", "link", "set", "veth01", "master", "br0"]);
-    lab.exec_ok("ns0", &["ip", "link", "set", "veth02", "master", "br0"]);
-    lab.exec_ok("ns0", &["ip", "link", "set", "br0", "up"]);
-    lab.exec_ok("ns0", &["ip", "addr", "add", "10.0.0.2/24", "dev", "br0"]);
-    lab.exec_ok(
-        "ns0",
-        &["ip", "route", "add", VIP, "via", "10.0.0.1", "dev", "br0"],
-    );
-    lab.exec_ok(
-        "ns1",
-        &["ip", "addr", "add", "10.0.0.1/24", "dev", "veth10"],
-    );
-    lab.exec_ok("ns1", &["ip", "link", "add", "br12", "type", "bridge"]);
-    lab.exec_ok("ns1", &["ip", "link", "set", "veth12", "master", "br12"]);
-    lab.exec_ok("ns1", &["ip", "link", "set", "br12", "up"]);
-    lab.exec_ok(
-        "ns1",
-        &["ip", "addr", "add", "172.16.0.254/24", "dev", "br12"],
-    );
-    lab.exec_ok("ns1", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    lab.exec_ok(
-        "ns2",
-        &["ip", "addr", "add", "172.16.0.2/24", "dev", "veth21"],
-    );
-    lab.exec_ok(
-        "ns2",
-        &["ip", "addr", "add", "10.0.0.3/24", "dev", "veth20"],
-    );
-    realserver_sysctls(lab, "veth21");
-}
-
-/// ipvs.sh test_tun on ns2: no ARP for the VIP, no reverse-path filter, the
-/// VIP on lo.
-fn realserver_sysctls(lab: &Lab, dev: &str) {
-    for s in [
-        "net.ipv4.conf.all.arp_ignore=1".to_string(),
-        "net.ipv4.conf.all.arp_announce=2".to_string(),
-        "net.ipv4.conf.all.rp_filter=0".to_string(),
-        format!("net.ipv4.conf.{dev}.rp_filter=0"),
-    ] {
-        lab.exec_ok("ns2", &["sysctl", "-qw", &s]);
-    }
-    lab.exec_ok(
-        "ns2",
-        &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"],
-    );
+    ipvs_sh_base(lab);
+    ipvs_sh_tap_lan(lab);
+    ipvs_sh_realserver_vip(lab, "veth21");
 }
 
 /// `ipvsadm -A -t VIP:8080 -s rr; ipvsadm -a -i -t VIP:8080 -r RIP:8080 OPTS…`;
@@ -258,7 +208,7 @@ fn bulk_through_a_router_learns_the_path_mtu_from_icmp_on_the_tap() {
         "ns2",
         &["ip", "addr", "add", "10.0.0.3/24", "dev", "veth20"],
     );
-    realserver_sysctls(&lab, "veth2r");
+    ipvs_sh_realserver_vip(&lab, "veth2r");
     let rs = start_realserver(&mut lab, "ns2", &[]);
     let d = start_tap_director(&mut lab);
     tun_service(&d, "172.16.1.2", &[]);

@@ -28,18 +28,7 @@ fn ipvs_sh_tun_topology(lab: &mut Lab) {
     }
     // … ns2: (modprobe ipip; ip link set tunl0 up: replaced by
     // `tunvs realserver tunnel`), ARP and rp_filter settings, VIP on lo.
-    for s in [
-        "net.ipv4.conf.all.arp_ignore=1",
-        "net.ipv4.conf.all.arp_announce=2",
-        "net.ipv4.conf.all.rp_filter=0",
-        "net.ipv4.conf.veth21.rp_filter=0",
-    ] {
-        lab.exec_ok("ns2", &["sysctl", "-qw", s]);
-    }
-    lab.exec_ok(
-        "ns2",
-        &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"],
-    );
+    ipvs_sh_realserver_vip(lab, "veth21");
 }
 
 /// `ipvsadm -A -t VIP:8080 -s rr; ipvsadm -a -i -t VIP:8080 -r 172.16.0.2:8080

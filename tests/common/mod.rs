@@ -613,3 +613,42 @@ pub fn start_realserver(lab: &mut Lab, ns: &str, args: &[&str]) -> RealServer {
     assert!(rs.log().contains("decapsulating"), "{}", rs.log());
     rs
 }
+
+/// The selftest's real-server settings for DR and TUN (spec §5.4, ns2): no
+/// ARP for the VIP, no reverse-path filter on `all` and `dev`, the VIP on lo.
+pub fn ipvs_sh_realserver_vip(lab: &Lab, dev: &str) {
+    for s in [
+        "net.ipv4.conf.all.arp_ignore=1".to_string(),
+        "net.ipv4.conf.all.arp_announce=2".to_string(),
+        "net.ipv4.conf.all.rp_filter=0".to_string(),
+        format!("net.ipv4.conf.{dev}.rp_filter=0"),
+    ] {
+        lab.exec_ok("ns2", &["sysctl", "-qw", &s]);
+    }
+    lab.exec_ok(
+        "ns2",
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{IPVS_SH_VIP}/32"),
+            "dev",
+            "lo",
+        ],
+    );
+}
+
+/// The director's LAN for tap mode: veth12 on a bridge `br12` (tunvs's TAP
+/// joins it; see [`start_tap_director`]) with 172.16.0.254 for ns1's kernel,
+/// and forwarding on in ns1.
+pub fn ipvs_sh_tap_lan(lab: &Lab) {
+    for cmd in [
+        "ip link add br12 type bridge",
+        "ip link set veth12 master br12",
+        "ip link set br12 up",
+        "ip addr add 172.16.0.254/24 dev br12",
+        "sysctl -qw net.ipv4.ip_forward=1",
+    ] {
+        lab.exec_ok("ns1", &cmd.split(' ').collect::<Vec<_>>());
+    }
+}
