@@ -410,7 +410,7 @@ fn show(b: &[u8]) -> String {
 /// the connections earlier ones created).
 #[test]
 fn pipeline_produces_the_golden_frames() {
-    let mut p = prepare();
+    let (dir, _, mut p) = prepare_parts();
     let cases: [(&str, Vec<u8>, bool, &[u8]); 6] = [
         ("ipip", syn(8080), false, &IPIP_SYN),
         ("gue nocsum", syn(8081), false, &GUE_NOCSUM_SYN),
@@ -481,9 +481,22 @@ fn pipeline_produces_the_golden_frames() {
 
     // ICMP from the client about the 8080 connection: encapsulated as it is
     // (no DF on the outer header: the ICMP packet has none).
+    let in_before = |d: &Director| {
+        let s = d
+            .services()
+            .into_iter()
+            .find(|s| s.spec.id.port() == 8080)
+            .unwrap();
+        (s.stats.inpkts, s.dests[0].stats.inpkts)
+    };
+    let (svc0, dest0) = in_before(&dir);
     let (v, out) = run(&mut p, &client_icmp(), false);
     assert_eq!(v, Verdict::Forward);
     assert!(out == IPIP_CLIENT_ICMP, "client icmp: got\n{}", show(&out));
+    // Related ICMP counts like the flow, for the service as for the dest
+    // (spec §3.16).
+    let (svc1, dest1) = in_before(&dir);
+    assert_eq!((svc1 - svc0, dest1 - dest0), (1, 1));
 
     // Counters: every frame above was forwarded, one super-packet segmented.
     let c = p.counters();

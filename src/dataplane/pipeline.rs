@@ -329,59 +329,51 @@ impl Pipeline {
             // kernel's reply path (ip_vs_out) has no destination check.
             return Verdict::Drop(DropReason::DestDeleted);
         }
-        if !self.methods.allows(conn.fwd.fwd) {
-            if conn.is_one_packet() {
-                // Never hashed: release it now or its counters leak.
-                ConnTable::release_unhashed(&conn);
-            }
-            return Verdict::Drop(DropReason::MethodUnavailable);
-        }
-        conn.on_packet(now, side, info.tcp_flags, &self.dir.conns.timeouts);
-        let len = info.total_len;
-        let res = match side {
-            Side::Client => {
-                conn.dest.stats.count_in_by(&self.writer, len);
-                conn.svc.stats.count_in_by(&self.writer, len);
-                self.dir.stats.count_in_by(&self.writer, len);
-                match conn.fwd.fwd {
-                    FwdMethod::Masq => {
-                        nat::rewrite_dst(pkt, &info, conn.daddr, conn.dport, partial)
-                    }
-                    FwdMethod::Route => {
-                        // Direct routing: the IP packet goes on untouched;
-                        // only its MAC addresses change (tap mode, L2 layer).
-                        self.l2_dest = Some(conn.daddr);
-                        Ok(())
-                    }
-                    FwdMethod::Tunnel => {
-                        let p = TxPacket {
-                            info: &info,
-                            vnet: hdr,
-                            partial,
-                            icmp: false,
-                        };
-                        let v = self.tunnel_xmit(now, buf, p, &conn);
-                        if conn.is_one_packet() {
-                            ConnTable::release_unhashed(&conn);
-                        }
-                        return v;
-                    }
-                    _ => return Verdict::Drop(DropReason::MethodUnavailable),
+        let v = if !self.methods.allows(conn.fwd.fwd) {
+            Verdict::Drop(DropReason::MethodUnavailable)
+        } else {
+            conn.on_packet(now, side, info.tcp_flags, &self.dir.conns.timeouts);
+            self.count(&conn, side, info.total_len);
+            let res = match (side, conn.fwd.fwd) {
+                (Side::Client, FwdMethod::Masq) => {
+                    nat::rewrite_dst(pkt, &info, conn.daddr, conn.dport, partial)
                 }
-            }
-            Side::Server => {
-                conn.dest.stats.count_out_by(&self.writer, len);
-                conn.svc.stats.count_out_by(&self.writer, len);
-                self.dir.stats.count_out_by(&self.writer, len);
-                nat::rewrite_src(pkt, &info, conn.vaddr, conn.vport, partial)
+                (Side::Client, FwdMethod::Route) => {
+                    // Direct routing: the IP packet goes on untouched; only
+                    // its MAC addresses change (tap mode, L2 layer).
+                    self.l2_dest = Some(conn.daddr);
+                    Ok(())
+                }
+                (Side::Client, FwdMethod::Tunnel) => {
+                    let p = TxPacket {
+                        info: &info,
+                        vnet: hdr,
+                        partial,
+                        icmp: false,
+                    };
+                    return finish(&conn, self.tunnel_xmit(now, buf, p, &conn));
+                }
+                (Side::Client, FwdMethod::Local) => {
+                    return finish(&conn, Verdict::Drop(DropReason::MethodUnavailable))
+                }
+                (Side::Server, _) => nat::rewrite_src(pkt, &info, conn.vaddr, conn.vport, partial),
+            };
+            match res {
+                Ok(()) => Verdict::Forward,
+                Err(e) => Verdict::Drop(DropReason::Rewrite(e)),
             }
         };
-        if conn.is_one_packet() {
-            ConnTable::release_unhashed(&conn);
-        }
-        match res {
-            Ok(()) => Verdict::Forward,
-            Err(e) => Verdict::Drop(DropReason::Rewrite(e)),
+        finish(&conn, v)
+    }
+
+    /// Count a packet of a connection (or related ICMP, spec §3.16) for its
+    /// destination, its service and the director, in the flow's direction.
+    fn count(&self, conn: &Conn, side: Side, len: usize) {
+        for s in [&conn.dest.stats, &conn.svc.stats, &self.dir.stats] {
+            match side {
+                Side::Client => s.count_in_by(&self.writer, len),
+                Side::Server => s.count_out_by(&self.writer, len),
+            }
         }
     }
 
@@ -583,8 +575,8 @@ impl Pipeline {
                     nat::RewriteError::BadChecksum,
                 )));
             }
-            conn.touch(now);
-            conn.dest.stats.count_in_by(&self.writer, info.total_len);
+            // Like NAT-related ICMP below: counted like the flow, no re-arm.
+            self.count(&conn, Side::Client, info.total_len);
             return IcmpAction::Tunnel(conn);
         }
         if conn.fwd.fwd != FwdMethod::Masq {
@@ -601,14 +593,8 @@ impl Pipeline {
         // No timer re-arm: the kernel only puts the conn back (ip_vs_in_icmp,
         // __ip_vs_conn_put), so errors alone never keep a flow alive.
         //
-        // Related ICMP counts like the flow's packets: per dest, service and
-        // globally (spec §3.16).
-        for s in [&conn.dest.stats, &conn.svc.stats, &self.dir.stats] {
-            match side {
-                Side::Client => s.count_in_by(&self.writer, len),
-                Side::Server => s.count_out_by(&self.writer, len),
-            }
-        }
+        // Related ICMP counts like the flow's packets (spec §3.16).
+        self.count(&conn, side, len);
         Done(Verdict::Forward)
     }
 }
@@ -619,6 +605,15 @@ enum IcmpAction {
     Done(Verdict),
     /// An error from the client side about this tunnel connection: encapsulate it.
     Tunnel(Arc<Conn>),
+}
+
+/// A one-packet connection (`-o`) is never hashed: it goes with its packet,
+/// whatever became of the packet.
+fn finish(conn: &Arc<Conn>, v: Verdict) -> Verdict {
+    if conn.is_one_packet() {
+        ConnTable::release_unhashed(conn);
+    }
+    v
 }
 
 /// A TCP SYN without RST: the only TCP packet that may start a connection.
