@@ -353,10 +353,6 @@ fn fixtures_match_independent_builders() {
 
 /// The provisioned director: one service per variant, each with one tunnel
 /// real server; routes as the kernel would report them.
-fn prepare() -> Pipeline {
-    prepare_parts().2
-}
-
 fn prepare_parts() -> (Arc<Director>, Arc<TunnelRoutes>, Pipeline) {
     let d = Arc::new(Director::new());
     for (port, rs, ty, tport, csum) in SERVICES {
