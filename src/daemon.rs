@@ -17,17 +17,16 @@ use crate::dataplane::device::{Device, DeviceConfig, DeviceKind, Queue};
 use crate::dataplane::drop::{Counters, DropReason};
 use crate::dataplane::pipeline::{Methods, Pipeline, Verdict};
 use crate::dataplane::queue_loop::{self, FrameHandler};
-use crate::dataplane::xmit_tunnel::{TunnelRoutes, TunnelTx};
+use crate::dataplane::xmit_tunnel::{TunnelConfig, TunnelRoutes, TunnelTx};
 use crate::dataplane::{tunnel_icmp, tunnel_route};
 use crate::director::{Director, Hooks};
 use crate::netcfg::steer::{Steering, DEFAULT_PREF_BASE};
 use crate::netcfg::Family;
+use crate::packet::vnet::VNET_HDR_LEN;
 use crate::service::{DestSpec, FwdMethod, SvcId};
 
-/// Size of the virtio-net header in front of every packet with offloads on.
-const VNET_LEN: usize = 10;
 /// Buffer: the largest GSO super-packet plus its header.
-const BUF_LEN: usize = 65536 + VNET_LEN;
+const BUF_LEN: usize = 65536 + VNET_HDR_LEN;
 
 /// Every worker's counters, for `tunvs drops` (devices come and go).
 pub type Registry = Arc<Mutex<Vec<Arc<Counters>>>>;
@@ -55,9 +54,6 @@ pub struct RunOpts {
     pub tap: crate::tap_daemon::TapOpts,
 }
 
-/// Size of the virtio-net header (for the record; the pipeline splits it).
-const _: () = assert!(VNET_LEN == crate::packet::vnet::VNET_HDR_LEN);
-
 /// The daemon's hooks: every service and NAT destination gets its policy
 /// rule (or, with `--no-routes`, the rule is printed for the operator);
 /// methods the device mode cannot carry get a warning.
@@ -69,6 +65,9 @@ struct SteerHooks {
     dev: String,
     fwmarks: fwmark::FwmarkDevices,
     routes: Arc<TunnelRoutes>,
+    /// One tunnel configuration (hash seed, port range) for every worker of
+    /// every device: a flow's GUE source port must not depend on its queue.
+    tun_cfg: TunnelConfig,
 }
 
 impl SteerHooks {
@@ -291,6 +290,7 @@ pub fn run(opts: RunOpts) -> Result<(), String> {
         dev: dev.name.clone(),
         fwmarks: fwmark::FwmarkDevices::default(),
         routes: Arc::new(TunnelRoutes::new()),
+        tun_cfg: tunnel_route::host_config(),
     });
     let director = Arc::new(Director::new());
     director.set_hooks(hooks.clone());
@@ -303,6 +303,7 @@ pub fn run(opts: RunOpts) -> Result<(), String> {
         offload: opts.offload,
         methods,
         routes: hooks.routes.clone(),
+        tun_cfg: hooks.tun_cfg,
     });
     let result = serve(&opts, &mut dev, director, config, &hooks, registry, &sigset);
     // Teardown: mark devices, rules, routes and sysctls back as they were, then the socket.
@@ -340,7 +341,7 @@ fn serve(
     let stop = Arc::new(AtomicBool::new(false));
     let queues = std::mem::take(&mut dev.queues);
     let nq = queues.len();
-    let tun_cfg = tunnel_route::host_config();
+    let tun_cfg = hooks.tun_cfg;
     let workers = spawn_workers(
         "tunvs-q",
         queues,

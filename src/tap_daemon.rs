@@ -39,10 +39,11 @@ use crate::dataplane::xmit_tunnel::TunnelRoutes;
 use crate::director::{Director, Hooks};
 use crate::host::Host;
 use crate::netcfg::Netlink;
+use crate::packet::vnet::VNET_HDR_LEN;
 use crate::service::{DestSpec, FwdMethod, SvcId};
 
 /// Buffer: virtio header + Ethernet header + the largest GSO packet.
-pub const TAP_BUF_LEN: usize = 10 + 14 + 65536;
+pub const TAP_BUF_LEN: usize = VNET_HDR_LEN + 14 + 65536;
 
 /// The tap-mode options of `tunvs run`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -71,6 +71,14 @@ pub struct TemplateKey {
     pub vport: u16,
 }
 
+/// Write `v` unless the word already holds it.
+#[inline]
+fn store_if_changed(a: &AtomicU64, v: u64) {
+    if a.load(Relaxed) != v {
+        a.store(v, Relaxed);
+    }
+}
+
 /// State and flags share one atomic word, so a packet that changes neither
 /// (an established flow's data) only reads it, and a change is one
 /// compare-and-swap: no lock on the packet path.
@@ -260,17 +268,23 @@ impl Conn {
 
     /// Mark a template ASSURED.
     pub fn assure(&self) {
-        self.sf.fetch_or(pack(0, CONN_F_ASSURED), Relaxed);
+        // Read first: every reply of a persistent UDP flow lands here, and
+        // the template is shared by all of the client's connections.
+        if self.flags() & CONN_F_ASSURED == 0 {
+            self.sf.fetch_or(pack(0, CONN_F_ASSURED), Relaxed);
+        }
     }
 
     /// Run the protocol state machine for one packet and re-arm the idle
     /// timer (spec §3.2–3.4). Moves the destination's active/inactive
     /// counters when the state's activity changes.
     pub fn on_packet(&self, now_ms: u64, side: Side, tcp_flags: u8, t: &ConnTimeouts) {
-        self.last_seen.store(now_ms, Relaxed);
+        // Store only what changed: both directions' workers touch this conn,
+        // and an unchanged cache line is not bounced between their cores.
+        store_if_changed(&self.last_seen, now_ms);
         if self.proto != 6 {
             // UDP (and anything else): one state, always inactive.
-            self.timeout_ms.store(t.udp_ms(), Relaxed);
+            store_if_changed(&self.timeout_ms, t.udp_ms());
             if side == Side::Server {
                 if let Some(t) = &self.control {
                     t.assure();
@@ -320,7 +334,7 @@ impl Conn {
                     t.assure();
                 }
             }
-            self.timeout_ms.store(t.tcp_ms(new), Relaxed);
+            store_if_changed(&self.timeout_ms, t.tcp_ms(new));
             return;
         }
     }

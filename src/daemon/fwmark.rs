@@ -13,8 +13,7 @@ use std::thread::JoinHandle;
 use super::{spawn_workers, Registry};
 use crate::dataplane::device::{Device, DeviceConfig, DeviceKind};
 use crate::dataplane::pipeline::{Methods, Pipeline};
-use crate::dataplane::tunnel_route;
-use crate::dataplane::xmit_tunnel::{TunnelRoutes, TunnelTx};
+use crate::dataplane::xmit_tunnel::{TunnelConfig, TunnelRoutes, TunnelTx};
 use crate::director::Director;
 use crate::netcfg::steer::{Steering, MAX_FWMARK};
 
@@ -35,6 +34,8 @@ pub struct Ctx {
     pub methods: Methods,
     /// Routes toward tunnel real servers, shared with the main device's workers.
     pub routes: Arc<TunnelRoutes>,
+    /// The main device's tunnel configuration (same GUE hash seed).
+    pub tun_cfg: TunnelConfig,
 }
 
 #[derive(Debug)]
@@ -117,10 +118,7 @@ impl FwmarkDevices {
             || {
                 Pipeline::new(director.clone(), ctx.methods)
                     .with_fwmark(mark)
-                    .with_tunnel(TunnelTx::new(
-                        ctx.routes.clone(),
-                        tunnel_route::host_config(),
-                    ))
+                    .with_tunnel(TunnelTx::new(ctx.routes.clone(), ctx.tun_cfg))
             },
             &stop,
             &ctx.registry,

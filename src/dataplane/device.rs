@@ -38,8 +38,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
-/// Length of the `virtio_net_hdr` in front of every packet when offload is on.
-pub const VNET_HDR_LEN: usize = 10;
+/// Size of the virtio-net header (`struct virtio_net_hdr`).
+pub use crate::packet::vnet::VNET_HDR_LEN;
 
 /// The offloads tunvs asks for: checksum offload plus TCP segmentation for
 /// IPv4 and IPv6 (the kernel then hands us GSO super-packets of up to 64 KiB).

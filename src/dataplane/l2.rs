@@ -55,7 +55,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use crate::dataplane::buf::PacketBuf;
-use crate::dataplane::drop::DropReason;
+use crate::dataplane::drop::{bump, DropReason};
 use crate::dataplane::neigh::{self, Mac, NeighTable, PendingQueue, Resolution};
 use crate::dataplane::pipeline::{Pipeline, Verdict};
 use crate::dataplane::tunnel_icmp::{self, Outcome};
@@ -222,7 +222,8 @@ pub enum L2Verdict {
     Drop(L2Drop),
 }
 
-/// The L2 counters of one worker (atomics: the control thread reads them).
+/// The L2 counters of one worker (atomics: the control thread reads them;
+/// only the worker writes them, with [`bump`]).
 #[derive(Debug, Default)]
 pub struct L2Counters {
     /// ARP frames read.
@@ -250,7 +251,7 @@ impl L2Counters {
     /// Count a drop (pipeline drops are counted by the pipeline).
     pub fn count_drop(&self, d: L2Drop) {
         if let Some(i) = d.index() {
-            self.drops[i].fetch_add(1, Relaxed);
+            bump(&self.drops[i], 1);
         }
     }
 
@@ -451,19 +452,19 @@ impl L2Pipeline {
         buf: &PacketBuf,
         emit: &mut dyn FnMut(&[u8]),
     ) {
-        self.counters.to_host.fetch_add(1, Relaxed);
+        bump(&self.counters.to_host, 1);
         let vnet = self.cfg.vnet;
         let scratch = &mut self.scratch;
         let counters = &self.counters;
         let mut host = self.host.lock().unwrap_or_else(|e| e.into_inner());
         host.receive(now, &buf.frame()[eth_frame_start..], &mut |f| {
-            counters.from_host.fetch_add(1, Relaxed);
+            bump(&counters.from_host, 1);
             Self::emit_eth(scratch, vnet, f, emit);
         });
     }
 
     fn arp(&mut self, now: u64, buf: &mut PacketBuf, emit: &mut dyn FnMut(&[u8])) -> L2Verdict {
-        self.counters.arp_in.fetch_add(1, Relaxed);
+        bump(&self.counters.arp_in, 1);
         let off = self.off();
         let frame = buf.frame();
         let Some(a) = frame.get(off + ETH_LEN..off + ETH_LEN + ARP_LEN) else {
@@ -495,7 +496,7 @@ impl L2Pipeline {
         }
         if op == 1 && tpa != spa && self.dir.is_vip(tpa) {
             let n = self.arp_reply(&sha, spa, tpa);
-            self.counters.arp_replies.fetch_add(1, Relaxed);
+            bump(&self.counters.arp_replies, 1);
             return L2Verdict::Reply(n);
         }
         L2Verdict::Consumed
@@ -535,7 +536,7 @@ impl L2Pipeline {
             &[0; 6],
             target,
         );
-        self.counters.arp_requests.fetch_add(1, Relaxed);
+        bump(&self.counters.arp_requests, 1);
         emit(&self.scratch[..n]);
     }
 
@@ -555,7 +556,7 @@ impl L2Pipeline {
             let out = &mut self.scratch[..n];
             out[..off].fill(0);
             write_arp(&mut out[off..], &BROADCAST, &self.cfg.mac, 1, a, &[0; 6], a);
-            self.counters.arp_requests.fetch_add(1, Relaxed);
+            bump(&self.counters.arp_requests, 1);
             emit(&self.scratch[..n]);
         }
     }
@@ -568,7 +569,7 @@ impl L2Pipeline {
             if let Some(d) = f.get_mut(off..off + 6) {
                 d.copy_from_slice(&mac);
             }
-            counters.flushed.fetch_add(1, Relaxed);
+            bump(&counters.flushed, 1);
             emit(f);
         });
     }
@@ -641,10 +642,11 @@ impl L2Pipeline {
                 frag_needed,
             } => (to, len, frag_needed),
         };
-        let c = self.pipe.counters();
-        c.replies.fetch_add(1, Relaxed);
+        bump(&self.pipe.counters_ref().replies, 1);
         if frag_needed {
-            c.count_drop(DropReason::Tunnel(TunnelError::FragNeeded));
+            self.pipe
+                .counters_ref()
+                .count_drop(DropReason::Tunnel(TunnelError::FragNeeded));
         }
         let total = start + len;
         let frame = &mut self.reply[..total];
@@ -713,7 +715,7 @@ impl L2Pipeline {
         // Nothing partial or segmented about the answer.
         frame[..off].fill(0);
         buf.truncate(off + ETH_LEN + total);
-        self.counters.echo_replies.fetch_add(1, Relaxed);
+        bump(&self.counters.echo_replies, 1);
         Some(L2Verdict::Forward)
     }
 
@@ -725,7 +727,7 @@ impl L2Pipeline {
         buf: &mut PacketBuf,
         emit: &mut dyn FnMut(&[u8]),
     ) -> L2Verdict {
-        self.counters.ip_in.fetch_add(1, Relaxed);
+        bump(&self.counters.ip_in, 1);
         let vnet = self.cfg.vnet;
         let off = self.off();
         let mut eth = [0u8; ETH_LEN];
@@ -880,7 +882,7 @@ impl L2Pipeline {
                         Err(_) => full += 1,
                     }
                 }
-                self.counters.queued.fetch_add(queued, Relaxed);
+                bump(&self.counters.queued, queued);
                 if probe {
                     self.arp_request(nh, emit);
                 }
@@ -940,7 +942,7 @@ impl L2Pipeline {
             let counters = &self.counters;
             let mut host = self.host.lock().unwrap_or_else(|e| e.into_inner());
             host.poll(now_ms, &mut |f| {
-                counters.from_host.fetch_add(1, Relaxed);
+                bump(&counters.from_host, 1);
                 Self::emit_eth(scratch, vnet, f, emit);
             });
             let delay = host.poll_delay(now_ms).unwrap_or(1000).min(1000);
@@ -997,7 +999,7 @@ fn next_hop(
             frame[off..off + 6].fill(0);
             match pending.push(nh, frame, now) {
                 Ok(()) => {
-                    counters.queued.fetch_add(1, Relaxed);
+                    bump(&counters.queued, 1);
                     (Next::Queued, probe)
                 }
                 Err(_) => (Next::Drop(L2Drop::QueueFull), probe),

@@ -191,6 +191,11 @@ impl Pipeline {
         self
     }
 
+    /// This worker's counters, borrowed (no refcount traffic).
+    pub fn counters_ref(&self) -> &Counters {
+        &self.counters
+    }
+
     /// This worker's counters.
     pub fn counters(&self) -> Arc<Counters> {
         self.counters.clone()

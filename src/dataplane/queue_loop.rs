@@ -58,6 +58,8 @@ pub fn run(
             }
         }
         pending = false;
+        // One clock read per batch: a batch takes far less than a millisecond.
+        let now = crate::util::now_ms();
         for _ in 0..MAX_BATCH {
             match buf.fill(|d| q.read(d)) {
                 Ok(_) => {}
@@ -65,10 +67,10 @@ pub fn run(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            h.frame(crate::util::now_ms(), &mut buf, q);
+            h.frame(now, &mut buf, q);
             pending = true;
         }
-        h.after_batch(crate::util::now_ms(), q);
+        h.after_batch(now, q);
     }
     Ok(())
 }
