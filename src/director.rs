@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::adm::api::{ConnSnapshot, DestSnapshot, Ipvs, IpvsError, ServiceSnapshot, Timeouts};
@@ -29,12 +29,49 @@ struct SchedSlot {
     rng: Rng,
 }
 
+/// What the data path reads of a service's settings when it schedules a new
+/// connection: copied out of two atomics, no lock, no string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SvcParams {
+    /// `SVC_F_*` flags.
+    pub flags: u32,
+    /// Persistence timeout in seconds.
+    pub timeout: u32,
+    /// Persistence netmask (IPv4 mask as a u32, IPv6 prefix length).
+    pub netmask: u32,
+}
+
+impl SvcParams {
+    fn of(spec: &ServiceSpec) -> Self {
+        SvcParams {
+            flags: spec.flags,
+            timeout: spec.timeout,
+            netmask: spec.netmask,
+        }
+    }
+
+    /// True for `-p` services.
+    pub fn is_persistent(self) -> bool {
+        self.flags & SVC_F_PERSISTENT != 0
+    }
+
+    /// True for `-o` services.
+    pub fn is_one_packet(self) -> bool {
+        self.flags & SVC_F_ONEPACKET != 0
+    }
+}
+
 /// A virtual service at run time.
 #[derive(Debug)]
 pub struct Service {
     /// Identity.
     pub id: SvcId,
+    /// The whole spec, for listings and `-E`.
     spec: RwLock<ServiceSpec>,
+    /// flags << 32 | timeout, and the netmask: the data path's copy of the
+    /// spec's hot fields, written with it.
+    flags_timeout: AtomicU64,
+    netmask: AtomicU32,
     slot: Mutex<SchedSlot>,
     /// Counters and rates.
     pub stats: Stats,
@@ -47,6 +84,8 @@ impl Service {
         Service {
             id: spec.id,
             spec: RwLock::new(spec.clone()),
+            flags_timeout: AtomicU64::new(((spec.flags as u64) << 32) | spec.timeout as u64),
+            netmask: AtomicU32::new(spec.netmask),
             slot: Mutex::new(SchedSlot {
                 dests: Vec::new(),
                 sched,
@@ -65,19 +104,29 @@ impl Service {
         self.spec.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The settings the data path needs, without a lock.
+    pub fn params(&self) -> SvcParams {
+        let ft = self.flags_timeout.load(Relaxed);
+        SvcParams {
+            flags: (ft >> 32) as u32,
+            timeout: ft as u32,
+            netmask: self.netmask.load(Relaxed),
+        }
+    }
+
     /// Current `SVC_F_*` flags.
     pub fn flags(&self) -> u32 {
-        self.spec.read().unwrap_or_else(|e| e.into_inner()).flags
+        self.params().flags
     }
 
-    /// True for `-p` services.
-    pub fn is_persistent(&self) -> bool {
-        self.flags() & SVC_F_PERSISTENT != 0
-    }
-
-    /// True for `-o` services.
-    pub fn is_one_packet(&self) -> bool {
-        self.flags() & SVC_F_ONEPACKET != 0
+    /// Replace the settings (`-E`); the caller holds the slot lock, so a
+    /// scheduling decision sees the old or the new flags, never a mix.
+    fn set_spec(&self, spec: &ServiceSpec) {
+        let p = SvcParams::of(spec);
+        *self.spec.write().unwrap_or_else(|e| e.into_inner()) = spec.clone();
+        self.netmask.store(p.netmask, Relaxed);
+        self.flags_timeout
+            .store(((p.flags as u64) << 32) | p.timeout as u64, Relaxed);
     }
 
     /// Destinations in kernel list order (newest first).
@@ -88,8 +137,10 @@ impl Service {
     /// Ask the scheduler for a destination (the kernel's `ip_vs_schedule`
     /// core); `None` is "no destination available".
     pub fn schedule(&self, flow: &FlowInfo, now_ms: u64) -> Option<Arc<Dest>> {
-        let flags = self.flags();
         let mut slot = self.slot();
+        // Read under the slot lock, which `-E` holds while it changes both
+        // the scheduler and the flags.
+        let flags = self.flags();
         let SchedSlot { dests, sched, rng } = &mut *slot;
         let mut ctx = SchedCtx {
             now_ms,
@@ -158,10 +209,17 @@ pub trait Hooks: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Default)]
 struct Services {
     list: Vec<Arc<Service>>,
-    by_addr: HashMap<(u8, IpAddr, u16), Arc<Service>>,
-    by_mark: HashMap<(u32, bool), Arc<Service>>,
+    // foldhash, as the connection table: every packet that misses the
+    // connection table (SYN floods included) looks a service up here.
+    by_addr: HashMap<(u8, IpAddr, u16), Arc<Service>, Hasher>,
+    by_mark: HashMap<(u32, bool), Arc<Service>, Hasher>,
+    /// How many services each virtual address carries (tap mode answers ARP
+    /// and ping for these).
+    vips: HashMap<IpAddr, u32, Hasher>,
     port0: usize,
 }
+
+type Hasher = foldhash::fast::RandomState;
 
 /// The clock the director reads for listings (expiry columns).
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -256,7 +314,7 @@ impl Director {
     /// answers ARP and ICMP echo for it).
     pub fn is_vip(&self, addr: IpAddr) -> bool {
         let s = self.services.read().unwrap_or_else(|e| e.into_inner());
-        s.by_addr.keys().any(|&(_, a, _)| a == addr)
+        s.vips.contains_key(&addr)
     }
 
     /// The fwmark service with this mark.
@@ -374,10 +432,11 @@ impl Ipvs for Director {
         }
         let svc = Arc::new(Service::new(spec, sched, self.next_seed()));
         match &spec.id {
-            SvcId::Addr { port, .. } => {
+            SvcId::Addr { port, addr, .. } => {
                 if *port == 0 {
                     s.port0 += 1;
                 }
+                *s.vips.entry(*addr).or_insert(0) += 1;
                 s.by_addr.insert(
                     svc_key(&spec.id).unwrap_or_else(|| unreachable!()),
                     svc.clone(),
@@ -394,16 +453,13 @@ impl Ipvs for Director {
     fn edit_service(&self, spec: &ServiceSpec) -> Result<(), IpvsError> {
         let svc = self.get(&spec.id)?;
         let new_sched = Self::validate_service(spec)?;
-        let old = svc.spec();
-        {
-            let mut slot = svc.slot();
-            if old.sched != spec.sched {
-                let mut sch = new_sched;
-                sch.init_service(&slot.dests, spec.flags);
-                slot.sched = sch;
-            }
-            *svc.spec.write().unwrap_or_else(|e| e.into_inner()) = spec.clone();
+        let mut slot = svc.slot();
+        if slot.sched.name() != spec.sched {
+            let mut sch = new_sched;
+            sch.init_service(&slot.dests, spec.flags);
+            slot.sched = sch;
         }
+        svc.set_spec(spec);
         Ok(())
     }
 
@@ -411,11 +467,17 @@ impl Ipvs for Director {
         let svc = {
             let mut s = self.services.write().unwrap_or_else(|e| e.into_inner());
             let svc = match id {
-                SvcId::Addr { port, .. } => {
+                SvcId::Addr { port, addr, .. } => {
                     let k = svc_key(id).unwrap_or_else(|| unreachable!());
                     let svc = s.by_addr.remove(&k).ok_or(IpvsError::NoService)?;
                     if *port == 0 {
                         s.port0 -= 1;
+                    }
+                    if let Some(n) = s.vips.get_mut(addr) {
+                        *n -= 1;
+                        if *n == 0 {
+                            s.vips.remove(addr);
+                        }
                     }
                     svc
                 }

@@ -292,7 +292,6 @@ impl Conn {
             }
             return;
         }
-        let secure = t.secure_tcp();
         let mut old = self.sf.load(Relaxed);
         loop {
             let (st, flags) = unpack(old);
@@ -306,7 +305,8 @@ impl Conn {
                 Side::Client => Direction::Input,
             };
             let cur = TcpState::from_u8(st);
-            let new = tcp::next(secure, dir, tcp_flags, cur);
+            // No secure_tcp sysctl in tunvs: always the normal table.
+            let new = tcp::next(false, dir, tcp_flags, cur);
             // Some(active) when the connection moves between the counters.
             let mut moved = None;
             if new != cur {
@@ -403,7 +403,6 @@ pub struct ConnTimeouts {
     tcp: AtomicU32,
     tcpfin: AtomicU32,
     udp: AtomicU32,
-    secure_tcp: AtomicU32,
 }
 
 impl Default for ConnTimeouts {
@@ -413,7 +412,6 @@ impl Default for ConnTimeouts {
             tcp: AtomicU32::new(d.tcp),
             tcpfin: AtomicU32::new(d.tcpfin),
             udp: AtomicU32::new(d.udp),
-            secure_tcp: AtomicU32::new(0),
         }
     }
 }
@@ -432,11 +430,6 @@ impl ConnTimeouts {
     /// UDP timeout in ms.
     pub fn udp_ms(&self) -> u64 {
         self.udp.load(Relaxed) as u64 * 1000
-    }
-
-    /// True while the DoS table is in use.
-    pub fn secure_tcp(&self) -> bool {
-        self.secure_tcp.load(Relaxed) >= 2
     }
 
     /// `--set` (0 = unchanged).

@@ -20,11 +20,11 @@ use crate::conntrack::{Conn, ConnTable, NewConn, Side, TemplateKey};
 use crate::dataplane::buf::PacketBuf;
 use crate::dataplane::drop::{bump, Counters, DropReason};
 use crate::dataplane::xmit_tunnel::{TunnelTx, TxOut, TxPacket};
-use crate::director::{Director, Service};
+use crate::director::{Director, Service, SvcParams};
 use crate::packet::gso::SegmentBuf;
 use crate::packet::icmp;
 use crate::packet::nat;
-use crate::packet::parse::{parse_ip, PacketInfo, ParseError};
+use crate::packet::parse::{parse_ip, PacketInfo, ParseError, PROTO_UDP};
 use crate::packet::vnet::{VnetHdr, NEEDS_CSUM, VNET_HDR_LEN};
 use crate::sched::FlowInfo;
 use crate::service::{FwdMethod, SvcId};
@@ -410,8 +410,9 @@ impl Pipeline {
         };
         let svc_port = svc.id.port();
         let is_fwmark = matches!(svc.id, SvcId::Fwmark { .. });
-        let (dest, control) = if svc.is_persistent() {
-            match self.persistent_dest(now, &svc, info, &flow) {
+        let params = svc.params();
+        let (dest, control) = if params.is_persistent() {
+            match self.persistent_dest(now, &svc, params, info, &flow) {
                 Some(x) => x,
                 None => return Err(self.no_destination(pkt, info, vnet)),
             }
@@ -428,7 +429,7 @@ impl Pipeline {
         if (dport == svc_port || (is_fwmark && control.is_none())) && dest.port != 0 {
             dport = dest.port;
         }
-        let one_packet = svc.is_one_packet() && info.proto == 17;
+        let one_packet = params.is_one_packet() && info.proto == PROTO_UDP;
         let conn = Conn::new(
             NewConn {
                 proto: info.proto,
@@ -460,11 +461,11 @@ impl Pipeline {
         &mut self,
         now: u64,
         svc: &Arc<Service>,
+        params: SvcParams,
         info: &PacketInfo,
         flow: &FlowInfo,
     ) -> Option<(Arc<crate::service::Dest>, Option<Arc<Conn>>)> {
-        let spec = svc.spec();
-        let snet = mask_addr(info.src, spec.netmask);
+        let snet = mask_addr(info.src, params.netmask);
         let svc_port = svc.id.port();
         let key = if info.dport == svc_port && !matches!(svc.id, SvcId::Fwmark { .. }) {
             TemplateKey {
@@ -508,7 +509,7 @@ impl Pipeline {
             tdport,
             dest.clone(),
             svc.clone(),
-            spec.timeout,
+            params.timeout,
             now,
         );
         conns.insert_template(t.clone());
