@@ -204,6 +204,13 @@ impl TunnelRoutes {
         self.map.get(&addr).map(|e| e.clone())
     }
 
+    /// The data path's borrow of an entry: no reference-count traffic (every
+    /// worker sending to this real server would bounce it per packet). It
+    /// holds the table's shard lock: never write the table while holding it.
+    fn borrow(&self, addr: IpAddr) -> Option<impl std::ops::Deref<Target = Arc<RouteEntry>> + '_> {
+        self.map.get(&addr)
+    }
+
     fn entry(&self, addr: IpAddr) -> Arc<RouteEntry> {
         self.map.entry(addr).or_default().clone()
     }
@@ -383,7 +390,7 @@ impl TunnelTx {
         let IpAddr::V4(rs4) = rs else {
             return Err(TunnelError::Ipv6Outer);
         };
-        let route = self.routes.get(rs).ok_or(TunnelError::NoRoute)?;
+        let route = self.routes.borrow(rs).ok_or(TunnelError::NoRoute)?;
         let (src, route_mtu) = route.resolved(now_ms).ok_or(TunnelError::NoRoute)?;
         let info = p.info;
         let encap = encap_of(fwd);
