@@ -489,6 +489,40 @@ fn nat_in_tap_mode_routes_through_the_neighbour_table_and_the_gateway() {
         63,
     );
     assert_eq!(out.frame.unwrap(), eth(ROUTER_MAC, OUR_MAC, 0x0800, &want));
+    // tunvs routes NAT packets in tap mode, so TTL 1 gets what a router
+    // gives: ICMP time exceeded back to the sender, quoting the packet as it
+    // arrived, and the packet goes no further.
+    let last_hop = with_ttl(
+        tcp_packet(
+            sa("10.0.0.2:40000"),
+            sa("207.175.44.111:80"),
+            TCP_ACK,
+            6,
+            10,
+            &[],
+            &[],
+        ),
+        1,
+    );
+    let out = b.feed(4, &eth(OUR_MAC, ROUTER_MAC, 0x0800, &last_hop));
+    assert!(
+        matches!(out.verdict, L2Verdict::Reply(_)),
+        "{:?}",
+        out.verdict
+    );
+    let f = out.frame.unwrap();
+    assert_eq!(&f[..6], &ROUTER_MAC, "back to the hop it came from");
+    assert_eq!(&f[12..14], &[0x08, 0x00]);
+    let ip = &f[14..];
+    assert_eq!(
+        (ip[9], &ip[16..20]),
+        (1, &[10, 0, 0, 2][..]),
+        "ICMP to the client"
+    );
+    assert_eq!((ip[20], ip[21]), (11, 0), "time exceeded in transit");
+    assert_eq!(&ip[28..], &last_hop[..], "quotes the packet as it arrived");
+    let c = b.l2.pipeline().counters();
+    assert_eq!(c.get(tunvs::dataplane::drop::DropReason::TtlExceeded), 1);
 }
 
 #[test]

@@ -38,10 +38,33 @@ pub enum DropReason {
     /// An ICMP error tunvs would have sent was suppressed by the rate limit
     /// (counted besides the reason of the packet's own drop).
     IcmpRateLimited,
+    /// TTL ≤ 1 on a packet tunvs routes itself (tap-mode NAT); an ICMP time
+    /// exceeded went back.
+    TtlExceeded,
 }
 
-/// First counter slot of the tunnel reasons.
-const TUNNEL_SLOT: usize = 24;
+/// The reasons without a payload, in counter order, with their names.
+const PLAIN: [(DropReason, &str); 11] = [
+    (DropReason::NoMatch, "no_match"),
+    (DropReason::NotSyn, "not_syn"),
+    (DropReason::NoDestination, "no_destination"),
+    (DropReason::DestDeleted, "dest_deleted"),
+    (DropReason::MethodUnavailable, "method_unavailable"),
+    (DropReason::IcmpUnrelated, "icmp_unrelated"),
+    (DropReason::IcmpNotError, "icmp_not_error"),
+    (DropReason::WriteFailed, "write_failed"),
+    (
+        DropReason::PortZeroNotPersistent,
+        "port_zero_not_persistent",
+    ),
+    (DropReason::IcmpRateLimited, "icmp_rate_limited"),
+    (DropReason::TtlExceeded, "ttl_exceeded"),
+];
+/// Counter slots: the plain reasons, then the parse, rewrite and tunnel
+/// errors, each range as long as its error enum.
+const PARSE_SLOT: usize = PLAIN.len();
+const REWRITE_SLOT: usize = PARSE_SLOT + ParseError::ALL.len();
+const TUNNEL_SLOT: usize = REWRITE_SLOT + RewriteError::ALL.len();
 /// Number of counter slots.
 pub const SLOTS: usize = TUNNEL_SLOT + TunnelError::ALL.len();
 
@@ -49,50 +72,30 @@ impl DropReason {
     /// Counter slot.
     pub fn index(self) -> usize {
         match self {
-            DropReason::Malformed(e) => 10 + e.index(),
-            DropReason::Rewrite(e) => 18 + e.index(),
+            DropReason::Malformed(e) => PARSE_SLOT + e.index(),
+            DropReason::Rewrite(e) => REWRITE_SLOT + e.index(),
             DropReason::Tunnel(e) => TUNNEL_SLOT + e.index(),
-            DropReason::NoMatch => 0,
-            DropReason::NotSyn => 1,
-            DropReason::NoDestination => 2,
-            DropReason::DestDeleted => 3,
-            DropReason::MethodUnavailable => 4,
-            DropReason::IcmpUnrelated => 5,
-            DropReason::IcmpNotError => 6,
-            DropReason::WriteFailed => 7,
-            DropReason::PortZeroNotPersistent => 8,
-            DropReason::IcmpRateLimited => 9,
+            plain => PLAIN.iter().position(|(r, _)| *r == plain).unwrap_or(0),
         }
     }
 
     /// Name of a counter slot.
     pub fn slot_name(i: usize) -> Option<&'static str> {
-        Some(match i {
-            0 => "no_match",
-            1 => "not_syn",
-            2 => "no_destination",
-            3 => "dest_deleted",
-            4 => "method_unavailable",
-            5 => "icmp_unrelated",
-            6 => "icmp_not_error",
-            7 => "write_failed",
-            8 => "port_zero_not_persistent",
-            9 => "icmp_rate_limited",
-            i if i >= TUNNEL_SLOT => {
-                return TunnelError::ALL.get(i - TUNNEL_SLOT).map(|e| e.name())
-            }
-            i if i >= 18 => {
-                // Prefixed: "truncated" also names a parse error.
-                return RewriteError::ALL.get(i - 18).map(|e| match e {
-                    RewriteError::AddrFamily => "rewrite_addr_family",
-                    RewriteError::Truncated => "rewrite_truncated",
-                    RewriteError::BadChecksum => "icmp_bad_checksum",
-                    RewriteError::BadEmbedded => "icmp_bad_embedded",
-                });
-            }
-            i if i >= 10 => return ParseError::ALL.get(i - 10).map(|e| e.name()),
-            _ => return None,
-        })
+        if i < PARSE_SLOT {
+            PLAIN.get(i).map(|(_, n)| *n)
+        } else if i < REWRITE_SLOT {
+            ParseError::ALL.get(i - PARSE_SLOT).map(|e| e.name())
+        } else if i < TUNNEL_SLOT {
+            // Prefixed: "truncated" also names a parse error.
+            RewriteError::ALL.get(i - REWRITE_SLOT).map(|e| match e {
+                RewriteError::AddrFamily => "rewrite_addr_family",
+                RewriteError::Truncated => "rewrite_truncated",
+                RewriteError::BadChecksum => "icmp_bad_checksum",
+                RewriteError::BadEmbedded => "icmp_bad_embedded",
+            })
+        } else {
+            TunnelError::ALL.get(i - TUNNEL_SLOT).map(|e| e.name())
+        }
     }
 }
 
@@ -156,5 +159,25 @@ impl Counters {
             }
         }
         rows
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_named_slot() {
+        let mut all: Vec<DropReason> = PLAIN.iter().map(|(r, _)| *r).collect();
+        all.extend(ParseError::ALL.map(DropReason::Malformed));
+        all.extend(RewriteError::ALL.map(DropReason::Rewrite));
+        all.extend(TunnelError::ALL.map(DropReason::Tunnel));
+        let slots: Vec<usize> = all.iter().map(|r| r.index()).collect();
+        assert_eq!(slots, (0..SLOTS).collect::<Vec<_>>(), "dense and distinct");
+        let names: std::collections::HashSet<&str> = (0..SLOTS)
+            .map(|i| DropReason::slot_name(i).unwrap())
+            .collect();
+        assert_eq!(names.len(), SLOTS, "names are distinct");
+        assert_eq!(DropReason::slot_name(SLOTS), None);
     }
 }

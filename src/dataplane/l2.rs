@@ -165,22 +165,19 @@ pub enum L2Drop {
     NeighFailed,
     /// Too many frames already wait for the next hop.
     QueueFull,
-    /// TTL ≤ 1 on a routed (NAT) packet.
-    TtlExceeded,
     /// IPv6 next hops are not resolved yet (no NDP on the data path).
     Ipv6NextHop,
 }
 
 impl L2Drop {
     /// Every L2 reason, in counter order.
-    pub const ALL: [L2Drop; 8] = [
+    pub const ALL: [L2Drop; 7] = [
         L2Drop::NotForUs,
         L2Drop::UnsupportedEtherType,
         L2Drop::Malformed,
         L2Drop::NoRoute,
         L2Drop::NeighFailed,
         L2Drop::QueueFull,
-        L2Drop::TtlExceeded,
         L2Drop::Ipv6NextHop,
     ];
 
@@ -194,7 +191,6 @@ impl L2Drop {
             L2Drop::NoRoute => "l2_no_route",
             L2Drop::NeighFailed => "l2_neigh_failed",
             L2Drop::QueueFull => "l2_neigh_queue_full",
-            L2Drop::TtlExceeded => "l2_ttl_exceeded",
             L2Drop::Ipv6NextHop => "l2_ipv6_next_hop",
         })
     }
@@ -770,19 +766,16 @@ impl L2Pipeline {
             }
         }
         // The next hop: the DR real server itself, or a route (toward the
-        // outer destination for a tunnel packet, whose TTL is final).
+        // outer destination for a tunnel packet). The pipeline already did
+        // the router's TTL work (Methods::TAP).
         let dr = self.pipe.l2_dest();
         let encapsulated = self.pipe.encapsulated();
         let nh = match dr {
             Some(rip) => self.cfg.link_of(rip).map(|_| rip),
             None => {
-                let pkt = &mut buf.frame_mut()[off..];
-                let Some((dst, _, _)) = ip_dst(pkt) else {
+                let Some((dst, _, _)) = ip_dst(&buf.frame()[off..]) else {
                     return L2Verdict::Drop(L2Drop::Malformed);
                 };
-                if !encapsulated && !decrement_ttl(pkt) {
-                    return L2Verdict::Drop(L2Drop::TtlExceeded);
-                }
                 self.cfg.route(dst)
             }
         };
@@ -1054,36 +1047,6 @@ fn ip_dst(ip: &[u8]) -> Option<(IpAddr, u8, bool)> {
     }
 }
 
-/// Decrement the IPv4 TTL (RFC 1624 header checksum update) or the IPv6
-/// hop limit; false (nothing changed) when it is ≤ 1.
-fn decrement_ttl(ip: &mut [u8]) -> bool {
-    match ip.first().map(|b| b >> 4) {
-        Some(4) if ip.len() >= 20 => {
-            let (ttl, proto) = (ip[8], ip[9]);
-            if ttl <= 1 {
-                return false;
-            }
-            ip[8] = ttl - 1;
-            let c = u16::from_be_bytes([ip[10], ip[11]]);
-            let c = csum::fast_update16(
-                c,
-                u16::from_be_bytes([ttl, proto]),
-                u16::from_be_bytes([ttl - 1, proto]),
-            );
-            ip[10..12].copy_from_slice(&c.to_be_bytes());
-            true
-        }
-        Some(6) if ip.len() >= 40 => {
-            if ip[7] <= 1 {
-                return false;
-            }
-            ip[7] -= 1;
-            true
-        }
-        _ => false,
-    }
-}
-
 /// Move a virtio header's `csum_start` and `hdr_len` between
 /// Ethernet-relative (`to_eth`) and IP-relative offsets; false when they do
 /// not fit (a header pointing inside the Ethernet header).
@@ -1152,20 +1115,5 @@ mod test {
         let mut plain = [0u8; 10];
         assert!(shift_vnet(&mut plain, false));
         assert_eq!(plain, [0; 10]);
-    }
-
-    #[test]
-    fn ttl_decrement_keeps_the_header_checksum_right() {
-        let mut p = crate::packet::testutil::udp_packet(
-            "10.0.0.2:1".parse().unwrap(),
-            "10.0.0.3:2".parse().unwrap(),
-            b"x",
-        );
-        let ttl = p[8];
-        assert!(decrement_ttl(&mut p));
-        assert_eq!(p[8], ttl - 1);
-        assert!(crate::packet::testutil::ipv4_header_checksum_ok(&p));
-        p[8] = 1;
-        assert!(!decrement_ttl(&mut p));
     }
 }

@@ -54,6 +54,9 @@ pub struct Methods {
     pub route: bool,
     /// Tunnelling.
     pub tunnel: bool,
+    /// tunvs is the router that puts NAT packets on the wire (tap mode), so
+    /// it decrements their TTL; in tun mode the kernel routes them and does.
+    pub decrement_ttl: bool,
 }
 
 impl Methods {
@@ -63,6 +66,7 @@ impl Methods {
         masq: true,
         route: false,
         tunnel: true,
+        decrement_ttl: false,
     };
 
     /// What tap mode carries: NAT, direct routing (the L2 layer,
@@ -73,6 +77,7 @@ impl Methods {
         masq: true,
         route: true,
         tunnel: true,
+        decrement_ttl: true,
     };
 
     fn allows(self, f: FwdMethod) -> bool {
@@ -339,6 +344,12 @@ impl Pipeline {
         } else {
             conn.on_packet(now, side, info.tcp_flags, &self.dir.conns.timeouts);
             self.count(&conn, side, info.total_len);
+            if conn.fwd.fwd == FwdMethod::Masq
+                && self.methods.decrement_ttl
+                && !nat::decrement_ttl(pkt, &info)
+            {
+                return finish(&conn, self.time_exceeded(pkt, &info, vnet));
+            }
             let res = match (side, conn.fwd.fwd) {
                 (Side::Client, FwdMethod::Masq) => {
                     nat::rewrite_dst(pkt, &info, conn.daddr, conn.dport, partial)
@@ -553,6 +564,19 @@ impl Pipeline {
         match icmp::build_port_unreachable(&mut self.reply[off..], pkt, info) {
             Some(n) => Verdict::Reply(off + n),
             None => Verdict::Drop(DropReason::NoDestination),
+        }
+    }
+
+    /// TTL ≤ 1 on a packet tunvs would route (tap-mode NAT): ICMP time
+    /// exceeded back to its sender, as a router does.
+    fn time_exceeded(&mut self, pkt: &[u8], info: &PacketInfo, vnet: bool) -> Verdict {
+        self.reply_reason = DropReason::TtlExceeded;
+        let off = if vnet { VNET_HDR_LEN } else { 0 };
+        self.reply[..off].fill(0);
+        let kind = icmp::IcmpErrorKind::TimeExceeded;
+        match icmp::build_icmp_error(&mut self.reply[off..], pkt, info, kind) {
+            Some(n) => Verdict::Reply(off + n),
+            None => Verdict::Drop(DropReason::TtlExceeded),
         }
     }
 
