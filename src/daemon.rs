@@ -327,15 +327,7 @@ fn serve(
     sigset: &libc::sigset_t,
 ) -> Result<(), String> {
     let (methods, routes) = (hooks.methods, hooks.routes.clone());
-    let file = opts
-        .config
-        .as_deref()
-        .unwrap_or(std::path::Path::new(""))
-        .display();
-    for (line, cmd) in &config {
-        adm::apply(cmd, director.as_ref())
-            .map_err(|e| format!("config {file} line {line}: {e}"))?;
-    }
+    apply_config(opts, &director, &config)?;
     let listener = control::bind(&opts.control)
         .map_err(|e| format!("cannot bind control socket {}: {e}", opts.control.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -373,17 +365,11 @@ fn serve(
         }
     }
     {
-        let director = director.clone();
         let registry = registry.clone();
-        std::thread::Builder::new()
-            .name("tunvs-control".into())
-            .spawn(move || {
-                control::serve(listener, |req| {
-                    let counters = registry.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    handle_request(&director, &counters, req)
-                })
-            })
-            .map_err(|e| e.to_string())?;
+        spawn_control(listener, director.clone(), move || {
+            let counters = registry.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            Counters::report(&counters)
+        })?;
     }
     println!(
         "tunvs: running on {} ({} queue{}, offload {}), control socket {}",
@@ -393,13 +379,68 @@ fn serve(
         if dev.vnet { "on" } else { "off" },
         opts.control.display()
     );
+    wait_then_stop(sigset, &stop, workers);
+    Ok(())
+}
+
+/// Run the `--config` commands (already validated on a scratch director);
+/// an error names the file and the line.
+pub(crate) fn apply_config(
+    opts: &RunOpts,
+    director: &Director,
+    config: &[(usize, adm::Command)],
+) -> Result<(), String> {
+    let file = opts
+        .config
+        .as_deref()
+        .unwrap_or(std::path::Path::new(""))
+        .display();
+    for (line, cmd) in config {
+        adm::apply(cmd, director).map_err(|e| format!("config {file} line {line}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Serve the control socket on its own thread: `tunvs adm` runs against the
+/// director, `tunvs drops` prints the rows `drops` gives.
+pub(crate) fn spawn_control(
+    listener: std::os::unix::net::UnixListener,
+    director: Arc<Director>,
+    drops: impl Fn() -> Vec<(&'static str, u64)> + Send + 'static,
+) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("tunvs-control".into())
+        .spawn(move || {
+            control::serve(listener, |req| match req {
+                Request::Adm { prog, args, stdin } => {
+                    adm::run(&prog, &args, &stdin, director.as_ref()).into()
+                }
+                Request::Drops => Response {
+                    code: 0,
+                    stdout: drops()
+                        .into_iter()
+                        .map(|(name, v)| format!("{name:<28} {v}\n"))
+                        .collect(),
+                    stderr: String::new(),
+                },
+            })
+        })
+        .map(|_| ())
+        .map_err(|e| format!("cannot start the control thread: {e}"))
+}
+
+/// Wait for SIGTERM/SIGINT/SIGHUP, then stop the workers and wait for them.
+pub(crate) fn wait_then_stop(
+    sigset: &libc::sigset_t,
+    stop: &AtomicBool,
+    workers: Vec<JoinHandle<()>>,
+) {
     let sig = wait_signal(sigset);
     println!("tunvs: signal {sig}, shutting down");
     stop.store(true, Relaxed);
     for w in workers {
         let _ = w.join();
     }
-    Ok(())
 }
 
 /// Start one worker thread per queue, each with its own pipeline.
@@ -426,30 +467,6 @@ fn spawn_workers(
         workers.push(h);
     }
     Ok(workers)
-}
-
-fn handle_request(dir: &Director, counters: &[Arc<Counters>], req: Request) -> Response {
-    match req {
-        Request::Adm { prog, args, stdin } => {
-            let out = adm::run(&prog, &args, &stdin, dir);
-            Response {
-                code: out.code,
-                stdout: out.stdout,
-                stderr: out.stderr,
-            }
-        }
-        Request::Drops => {
-            let mut s = String::new();
-            for (name, v) in Counters::report(counters) {
-                s.push_str(&format!("{name:<28} {v}\n"));
-            }
-            Response {
-                code: 0,
-                stdout: s,
-                stderr: String::new(),
-            }
-        }
-    }
 }
 
 fn housekeeping(dir: &Director, routes: &TunnelRoutes, stop: &AtomicBool) {

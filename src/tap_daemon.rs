@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use crate::adm;
-use crate::control::{self, Request, Response};
+use crate::control;
 use crate::daemon::RunOpts;
 use crate::dataplane::buf::PacketBuf;
 use crate::dataplane::device::{Device, DeviceConfig, DeviceKind, Queue};
@@ -297,9 +297,7 @@ fn serve(
     tunnel: TapTunnel,
     sigset: &libc::sigset_t,
 ) -> Result<(), String> {
-    for (line, cmd) in &config {
-        adm::apply(cmd, director.as_ref()).map_err(|e| format!("config line {line}: {e}"))?;
-    }
+    crate::daemon::apply_config(opts, &director, &config)?;
     let listener = control::bind(&opts.control)
         .map_err(|e| format!("cannot bind control socket {}: {e}", opts.control.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -359,16 +357,13 @@ fn serve(
             .map_err(|e| e.to_string())?;
     }
     {
-        let director = director.clone();
         let neigh = neigh.clone();
-        std::thread::Builder::new()
-            .name("tunvs-control".into())
-            .spawn(move || {
-                control::serve(listener, |req| {
-                    handle_request(&director, &ip_counters, &l2_counters, &neigh, req)
-                })
-            })
-            .map_err(|e| e.to_string())?;
+        crate::daemon::spawn_control(listener, director.clone(), move || {
+            let mut rows = Counters::report(&ip_counters);
+            rows.extend(L2Counters::report(&l2_counters));
+            rows.push(("l2_neighbours", neigh.len() as u64));
+            rows
+        })?;
     }
     let addrs: Vec<String> = cfg.addrs.iter().map(|(a, l)| format!("{a}/{l}")).collect();
     println!(
@@ -390,47 +385,8 @@ fn serve(
             .unwrap_or_default(),
         opts.control.display()
     );
-    let sig = crate::daemon::wait_signal(sigset);
-    println!("tunvs: signal {sig}, shutting down");
-    stop.store(true, Relaxed);
-    for w in workers {
-        let _ = w.join();
-    }
+    crate::daemon::wait_then_stop(sigset, &stop, workers);
     Ok(())
-}
-
-fn handle_request(
-    dir: &Director,
-    ip: &[Arc<Counters>],
-    l2: &[Arc<L2Counters>],
-    neigh: &NeighTable,
-    req: Request,
-) -> Response {
-    match req {
-        Request::Adm { prog, args, stdin } => {
-            let out = adm::run(&prog, &args, &stdin, dir);
-            Response {
-                code: out.code,
-                stdout: out.stdout,
-                stderr: out.stderr,
-            }
-        }
-        Request::Drops => {
-            let mut s = String::new();
-            for (name, v) in Counters::report(ip)
-                .into_iter()
-                .chain(L2Counters::report(l2))
-            {
-                s.push_str(&format!("{name:<28} {v}\n"));
-            }
-            s.push_str(&format!("{:<28} {}\n", "l2_neighbours", neigh.len()));
-            Response {
-                code: 0,
-                stdout: s,
-                stderr: String::new(),
-            }
-        }
-    }
 }
 
 /// Tap mode: each frame goes through the L2 layer (ARP, the smoltcp host,

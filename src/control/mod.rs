@@ -46,6 +46,16 @@ pub struct Response {
     pub stderr: String,
 }
 
+impl From<crate::adm::AdmOutput> for Response {
+    fn from(o: crate::adm::AdmOutput) -> Self {
+        Response {
+            code: o.code,
+            stdout: o.stdout,
+            stderr: o.stderr,
+        }
+    }
+}
+
 fn write_fields(w: &mut impl Write, fields: &[&str]) -> io::Result<()> {
     let mut buf = Vec::new();
     buf.extend_from_slice(&(fields.len() as u32).to_le_bytes());
