@@ -828,3 +828,30 @@ fn read_some_raw(dev: &Device, buf: &mut [u8], wait: Duration) -> Option<Vec<u8>
     }
     None
 }
+
+/// The shared sysctl helpers: ARP settings are raised, never lowered (an
+/// operator's `arp_ignore=2` stays), and strict reverse-path filtering on a
+/// device is made loose only when it is in force.
+#[test]
+fn arp_settings_are_raised_never_lowered_and_rp_filter_loosened_only_if_strict() {
+    in_netns(|| {
+        sysctl::write("net.ipv4.conf.all.arp_ignore", "2").unwrap();
+        sysctl::write("net.ipv4.conf.all.arp_announce", "0").unwrap();
+        let changed = tunvs::realserver::arp::apply().unwrap();
+        assert_eq!(sysctl::read("net.ipv4.conf.all.arp_ignore").unwrap(), "2");
+        assert_eq!(sysctl::read("net.ipv4.conf.all.arp_announce").unwrap(), "2");
+        assert_eq!(changed.len(), 1, "{changed:?}");
+        tunvs::realserver::arp::restore(&changed);
+        assert_eq!(sysctl::read("net.ipv4.conf.all.arp_announce").unwrap(), "0");
+
+        sysctl::write("net.ipv4.conf.all.rp_filter", "0").unwrap();
+        sysctl::write("net.ipv4.conf.lo.rp_filter", "0").unwrap();
+        assert_eq!(sysctl::loosen_rp_filter("lo").unwrap(), None);
+        sysctl::write("net.ipv4.conf.all.rp_filter", "1").unwrap();
+        let c = sysctl::loosen_rp_filter("lo")
+            .unwrap()
+            .expect("strict via all");
+        assert_eq!((c.old.as_str(), c.new.as_str()), ("0", "2"));
+        assert_eq!(sysctl::read("net.ipv4.conf.lo.rp_filter").unwrap(), "2");
+    });
+}

@@ -215,17 +215,8 @@ impl Steering {
         // conf.*.forwarding, as writing it always does; it is only written
         // back if tunvs changed it.
         self.ensure_sysctl("net.ipv4.ip_forward", "1")?;
-        let dev = &self.dev_name;
-        let accept_local = sysctl::conf_key(Family::V4, dev, "accept_local");
-        let rp_dev = sysctl::conf_key(Family::V4, dev, "rp_filter");
-        self.ensure_sysctl(&accept_local, "1")?;
-        let rp_all: u32 = sysctl::read("net.ipv4.conf.all.rp_filter")?
-            .parse()
-            .unwrap_or(0);
-        let rp_cur: u32 = sysctl::read(&rp_dev)?.parse().unwrap_or(0);
-        if rp_all.max(rp_cur) == 1 {
-            self.ensure_sysctl(&rp_dev, "2")?;
-        }
+        let dev = self.dev_name.clone();
+        self.prepare_v4_dev(&dev)?;
         self.setup_done = true;
         Ok(self.changes[start..].to_vec())
     }
@@ -380,15 +371,7 @@ impl Steering {
         self.nl.route_replace(&route)?;
         self.changes.push(Change::RouteAdded(route));
         if fam == Family::V4 {
-            self.ensure_sysctl(&sysctl::conf_key(Family::V4, dev, "accept_local"), "1")?;
-            let rp_dev = sysctl::conf_key(Family::V4, dev, "rp_filter");
-            let rp_all: u32 = sysctl::read("net.ipv4.conf.all.rp_filter")?
-                .parse()
-                .unwrap_or(0);
-            let rp_cur: u32 = sysctl::read(&rp_dev)?.parse().unwrap_or(0);
-            if rp_all.max(rp_cur) == 1 {
-                self.ensure_sysctl(&rp_dev, "2")?;
-            }
+            self.prepare_v4_dev(dev)?;
         }
         let rule = self.fwmark_rule(mark, fam == Family::V6);
         self.nl.rule_add(&rule)?;
@@ -622,6 +605,17 @@ impl Steering {
     // ---- internals -------------------------------------------------------
 
     /// Writes a sysctl if needed and records the change.
+    /// What a device that packets are written back into needs: reverse-NATed
+    /// packets carry a local source (`accept_local=1`), DNATed ones a client
+    /// routed elsewhere (rp_filter loose if strict).
+    fn prepare_v4_dev(&mut self, dev: &str) -> io::Result<()> {
+        self.ensure_sysctl(&sysctl::conf_key(Family::V4, dev, "accept_local"), "1")?;
+        if let Some(c) = sysctl::loosen_rp_filter(dev)? {
+            self.changes.push(Change::Sysctl(c));
+        }
+        Ok(())
+    }
+
     fn ensure_sysctl(&mut self, key: &str, value: &str) -> io::Result<()> {
         if let Some(c) = sysctl::ensure(key, value)? {
             self.changes.push(Change::Sysctl(c));

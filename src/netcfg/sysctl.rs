@@ -75,6 +75,29 @@ pub fn write(key: &str, value: &str) -> io::Result<String> {
     Ok(old)
 }
 
+/// Raises a numeric value to at least `min` (never lowers an operator's
+/// stricter setting, e.g. `arp_ignore=2`); returns the change made.
+pub fn raise(key: &str, min: u32) -> io::Result<Option<SysctlChange>> {
+    let cur = read(key)?;
+    if cur.parse::<u32>().unwrap_or(0) >= min {
+        return Ok(None);
+    }
+    ensure(key, &min.to_string())
+}
+
+/// Makes reverse-path filtering on IPv4 device `dev` loose (2) when its
+/// effective value, `max(conf.all.rp_filter, conf.DEV.rp_filter)`, is strict
+/// (1): packets written into the device carry sources routed elsewhere.
+/// Returns the change made.
+pub fn loosen_rp_filter(dev: &str) -> io::Result<Option<SysctlChange>> {
+    let num = |k: &str| -> io::Result<u32> { Ok(read(k)?.parse().unwrap_or(0)) };
+    let key = conf_key(Family::V4, dev, "rp_filter");
+    if num("net.ipv4.conf.all.rp_filter")?.max(num(&key)?) == 1 {
+        return ensure(&key, "2");
+    }
+    Ok(None)
+}
+
 /// Writes `value` unless the key already holds it; returns the change made.
 pub fn ensure(key: &str, value: &str) -> io::Result<Option<SysctlChange>> {
     let cur = read(key)?;

@@ -14,18 +14,20 @@ use std::io;
 
 use crate::netcfg::sysctl::{self, SysctlChange};
 
-/// The settings, as `(key, value)`.
-pub const ARP_SETTINGS: [(&str, &str); 2] = [
-    ("net.ipv4.conf.all.arp_ignore", "1"),
-    ("net.ipv4.conf.all.arp_announce", "2"),
+/// The settings, as `(key, minimum value)`: a stricter value an operator set
+/// (e.g. `arp_ignore=2`) is left alone.
+pub const ARP_SETTINGS: [(&str, u32); 2] = [
+    ("net.ipv4.conf.all.arp_ignore", 1),
+    ("net.ipv4.conf.all.arp_announce", 2),
 ];
 
-/// Apply [`ARP_SETTINGS`] where they differ; returns what was changed (to
-/// [`restore`] later). On error the changes made so far are undone.
+/// Raise the [`ARP_SETTINGS`] where they are below their minimum; returns
+/// what was changed (to [`restore`] later). On error the changes made so far
+/// are undone.
 pub fn apply() -> io::Result<Vec<SysctlChange>> {
     let mut done = Vec::new();
     for (k, v) in ARP_SETTINGS {
-        match sysctl::ensure(k, v) {
+        match sysctl::raise(k, v) {
             Ok(Some(c)) => done.push(c),
             Ok(None) => {}
             Err(e) => {
@@ -50,7 +52,7 @@ pub fn restore(changes: &[SysctlChange]) {
 pub fn commands() -> Vec<String> {
     ARP_SETTINGS
         .iter()
-        .map(|(k, v)| sysctl::command(k, v))
+        .map(|(k, v)| sysctl::command(k, &v.to_string()))
         .collect()
 }
 

@@ -287,8 +287,9 @@ fn apply_changes(
         Err(e) => return Err(explain(&format!("ip addr add {vip}/{len} dev {dev}"), e)),
     }
     if vip.is_ipv4() {
-        raise("net.ipv4.conf.all.arp_ignore", 1, true, changes, out)?;
-        raise("net.ipv4.conf.all.arp_announce", 2, true, changes, out)?;
+        for (key, min) in super::arp::ARP_SETTINGS {
+            raise(key, min, true, changes, out)?;
+        }
         for name in conf_names() {
             let key = sysctl::conf_key(netcfg::Family::V4, &name, "rp_filter");
             if sysctl::read(&key).ok().as_deref() == Some("1") {

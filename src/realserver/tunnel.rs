@@ -398,19 +398,8 @@ pub fn run(o: &Opts) -> Result<(), String> {
         if let Ok(Some(c)) = sysctl::ensure(&k, "1") {
             setup.sysctls.push(c);
         }
-        let all: u32 = sysctl::read("net.ipv4.conf.all.rp_filter")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let k = sysctl::conf_key(Family::V4, &dev.name, "rp_filter");
-        let cur: u32 = sysctl::read(&k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if all.max(cur) == 1 {
-            if let Some(c) = sysctl::ensure(&k, "2").map_err(|e| e.to_string())? {
-                setup.sysctls.push(c);
-            }
+        if let Some(c) = sysctl::loosen_rp_filter(&dev.name).map_err(|e| e.to_string())? {
+            setup.sysctls.push(c);
         }
     }
     nl.link_set_up(dev.ifindex, true)
