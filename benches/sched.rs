@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use tunvs::sched::{by_name, DestChange, FlowInfo, SchedCtx, NAMES};
+use tunvs::sched::{by_name, names, DestChange, FlowInfo, SchedCtx};
 use tunvs::service::Dest;
 use tunvs::util::Rng;
 
@@ -48,7 +48,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1));
-    for name in NAMES {
+    for name in names() {
         for n in [2usize, 16, 256] {
             let list = dests(n);
             let mut s = by_name(name).unwrap();
@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
             }
             let mut rng = Rng::seeded(11);
             let mut i = 0usize;
-            g.bench_with_input(BenchmarkId::new(*name, n), &list, |b, list| {
+            g.bench_with_input(BenchmarkId::new(name, n), &list, |b, list| {
                 b.iter(|| {
                     let f = &flows[i % FLOWS];
                     i = i.wrapping_add(1);

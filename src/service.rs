@@ -350,6 +350,12 @@ impl Dest {
         self.flags.load(Relaxed) & DEST_F_OVERLOAD != 0
     }
 
+    /// A scheduler may pick it: weight above 0 and not overloaded.
+    #[inline]
+    pub fn is_schedulable(&self) -> bool {
+        self.weight() > 0 && !self.is_overloaded()
+    }
+
     /// True while linked in a service.
     pub fn is_available(&self) -> bool {
         self.flags.load(Relaxed) & DEST_F_AVAILABLE != 0

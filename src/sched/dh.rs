@@ -76,7 +76,7 @@ impl Scheduler for Dh {
     ) -> Option<usize> {
         let b = self.buckets[hash_32(addr_fold(flow.daddr), DH_TAB_BITS) as usize];
         let d = dests.get(b as usize)?;
-        (d.is_available() && d.weight() > 0 && !d.is_overloaded()).then_some(b as usize)
+        (d.is_available() && d.is_schedulable()).then_some(b as usize)
     }
 }
 

@@ -9,10 +9,13 @@
 //!   i.e. SipHash-1-3 with 64-bit key words and the result cut to 32 bits (§2.11).
 //! * `hash_input`: which address and port sh/mh hash for a flow (source side,
 //!   the other side for ICMP-embedded headers, port only with `SVC_F_SCHED2`).
+//! * `table_lookup`: the sh/mh table lookup with the `-fallback` probe.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::FlowInfo;
+use crate::service::Dest;
 use crate::service::SVC_F_SCHED2;
 
 /// The kernel's `GOLDEN_RATIO_32`.
@@ -100,6 +103,38 @@ pub fn hsiphash_u32(v: u32, key: SipKey) -> u32 {
     sipround(&mut s);
     sipround(&mut s);
     (s[0] ^ s[1] ^ s[2] ^ s[3]) as u32
+}
+
+/// The lookup sh and mh share (spec §2.7, §2.11): `key(offset)` is the table
+/// index for a probe offset and `entry(index)` the destination index stored
+/// there (out of range for an empty entry). The entry at `key(0)` is the pick
+/// if it is schedulable; an empty entry means no destination. With the
+/// fallback flag, probe `key((off + key(0)) % n)` for `off` in `0..n` (the
+/// kernel's quirk: the offset is added to the first key, not to 0) and take
+/// the first schedulable destination, stopping at an empty entry.
+pub fn table_lookup(
+    dests: &[Arc<Dest>],
+    n: usize,
+    fallback: bool,
+    key: impl Fn(u32) -> usize,
+    entry: impl Fn(usize) -> usize,
+) -> Option<usize> {
+    // Outer None: empty entry; inner None: occupied but not schedulable.
+    let usable = |k: usize| -> Option<Option<usize>> {
+        let i = entry(k);
+        Some(dests.get(i)?.is_schedulable().then_some(i))
+    };
+    let h = key(0);
+    let first = usable(h)?;
+    if first.is_some() || !fallback {
+        return first;
+    }
+    for off in 0..n {
+        if let Some(i) = usable(key(((off + h) % n) as u32))? {
+            return Some(i);
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ impl DestSet {
         let m = &self.members;
         let first = m
             .iter()
-            .position(|(d, _)| !d.is_overloaded() && d.weight() > 0 && d.is_available())?;
+            .position(|(d, _)| d.is_schedulable() && d.is_available())?;
         let (mut least, mut loh) = (first, m[first].0.overhead());
         for (j, (d, _)) in m.iter().enumerate().skip(first + 1) {
             if d.is_overloaded() {

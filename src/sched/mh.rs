@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::hash::{addr_fold, hash_input, hsiphash_u32, SipKey};
+use super::hash::{addr_fold, hash_input, hsiphash_u32, table_lookup, SipKey};
 use super::{DestChange, FlowInfo, SchedCtx, Scheduler};
 use crate::service::{Dest, SVC_F_SCHED1};
 
@@ -68,13 +68,6 @@ impl Default for Mh {
     }
 }
 
-fn gcd(mut a: i32, mut b: i32) -> i32 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
-}
-
 impl Mh {
     /// A scheduler with an empty table.
     pub fn new() -> Self {
@@ -100,11 +93,7 @@ impl Mh {
 
     /// `(gcd, rshift)` over the positive `last_weight`s; gcd 0 when there are none.
     fn gcd_shift(dests: &[Arc<Dest>]) -> (i32, u32) {
-        let g = dests
-            .iter()
-            .map(|d| d.last_weight())
-            .filter(|&w| w > 0)
-            .fold(0, |g, w| if g > 0 { gcd(w, g) } else { w });
+        let g = super::weight_gcd(dests, Dest::last_weight);
         if g < 1 {
             return (0, 0);
         }
@@ -192,14 +181,6 @@ impl Mh {
     fn slot(addr: IpAddr, port: u16, offset: u32) -> usize {
         mh_key(addr, port, HASH1, offset) as usize % MH_TAB_SIZE
     }
-
-    /// `Some(Some(i))` usable, `Some(None)` occupied but unavailable, `None` empty.
-    #[inline]
-    fn usable(&self, dests: &[Arc<Dest>], slot: usize) -> Option<Option<usize>> {
-        let i = self.table[slot] as usize;
-        let d = dests.get(i)?;
-        Some((d.weight() > 0 && !d.is_overloaded()).then_some(i))
-    }
 }
 
 impl Scheduler for Mh {
@@ -224,18 +205,15 @@ impl Scheduler for Mh {
         ctx: &mut SchedCtx,
     ) -> Option<usize> {
         let (addr, port) = hash_input(flow, ctx.svc_flags);
-        let h = Self::slot(addr, port, 0);
-        let first = self.usable(dests, h)?;
-        if first.is_some() || ctx.svc_flags & SVC_F_SCHED1 == 0 {
-            return first;
-        }
-        for off in 0..MH_TAB_SIZE {
-            let roff = ((off + h) % MH_TAB_SIZE) as u32;
-            if let Some(i) = self.usable(dests, Self::slot(addr, port, roff))? {
-                return Some(i);
-            }
-        }
-        None
+        let fallback = ctx.svc_flags & SVC_F_SCHED1 != 0;
+        let table = &self.table;
+        table_lookup(
+            dests,
+            MH_TAB_SIZE,
+            fallback,
+            |off| Self::slot(addr, port, off),
+            |k| table[k] as usize,
+        )
     }
 }
 

@@ -91,34 +91,59 @@ pub trait Scheduler: Send + fmt::Debug {
     fn handle_timeout(&mut self, _now_ms: u64) {}
 }
 
-/// The registry (`ip_vs_sched_getbyname`): a fresh scheduler by name.
+/// The gcd of the positive values `weight(d)` over `dests` (0 if none):
+/// wrr's interval over weights, mh's over last weights.
+pub fn weight_gcd(dests: &[Arc<Dest>], weight: impl Fn(&Dest) -> i32) -> i32 {
+    fn gcd(mut a: i32, mut b: i32) -> i32 {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    }
+    dests
+        .iter()
+        .map(|d| weight(d))
+        .filter(|&w| w > 0)
+        .fold(0, |g, w| if g > 0 { gcd(w, g) } else { w })
+}
+
+/// The registry (`ip_vs_sched_getbyname`), in ipvsadm(8) order: one table,
+/// so names and constructors cannot drift apart.
 ///
 /// `"none"` is not a scheduler here either: the kernel special-cases that name
 /// in the control path rather than registering it.
+const REGISTRY: [(&str, NewScheduler); 14] = [
+    ("rr", || Box::new(rr::Rr::new())),
+    ("wrr", || Box::new(wrr::Wrr::new())),
+    ("lc", || Box::new(lc::Lc)),
+    ("wlc", || Box::new(wlc::Wlc)),
+    ("lblc", || Box::new(lblc::Lblc::new())),
+    ("lblcr", || Box::new(lblcr::Lblcr::new())),
+    ("dh", || Box::new(dh::Dh::new())),
+    ("sh", || Box::new(sh::Sh::new())),
+    ("sed", || Box::new(sed::Sed)),
+    ("nq", || Box::new(nq::Nq)),
+    ("fo", || Box::new(fo::Fo)),
+    ("ovf", || Box::new(ovf::Ovf)),
+    ("mh", || Box::new(mh::Mh::new())),
+    ("twos", || Box::new(twos::Twos)),
+];
+
+/// Builds a fresh scheduler.
+type NewScheduler = fn() -> Box<dyn Scheduler>;
+
+/// A fresh scheduler by name.
 pub fn by_name(name: &str) -> Option<Box<dyn Scheduler>> {
-    Some(match name {
-        "rr" => Box::new(rr::Rr::new()),
-        "wrr" => Box::new(wrr::Wrr::new()),
-        "lc" => Box::new(lc::Lc),
-        "wlc" => Box::new(wlc::Wlc),
-        "lblc" => Box::new(lblc::Lblc::new()),
-        "lblcr" => Box::new(lblcr::Lblcr::new()),
-        "dh" => Box::new(dh::Dh::new()),
-        "sh" => Box::new(sh::Sh::new()),
-        "sed" => Box::new(sed::Sed),
-        "nq" => Box::new(nq::Nq),
-        "fo" => Box::new(fo::Fo),
-        "ovf" => Box::new(ovf::Ovf),
-        "mh" => Box::new(mh::Mh::new()),
-        "twos" => Box::new(twos::Twos),
-        _ => return None,
-    })
+    REGISTRY
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, new)| new())
 }
 
 /// Names of every scheduler this build knows (ipvsadm(8) order).
-pub const NAMES: &[&str] = &[
-    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
-];
+pub fn names() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().map(|(n, _)| *n)
+}
 
 /// Test helpers shared by the per-scheduler unit tests.
 #[cfg(test)]

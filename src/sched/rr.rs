@@ -60,7 +60,7 @@ impl Scheduler for Rr {
         let n = dests.len();
         let ok = |i: usize| {
             let d = &dests[i];
-            !d.is_overloaded() && d.weight() > 0
+            d.is_schedulable()
         };
         let found = match self.cursor.filter(|&c| c < n) {
             // From the head there is a single pass over the whole list.

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use super::hash::{addr_fold, hash_32, hash_input};
+use super::hash::{addr_fold, hash_32, hash_input, table_lookup};
 use super::{DestChange, FlowInfo, SchedCtx, Scheduler};
 use crate::service::{Dest, SVC_F_SCHED1};
 
@@ -76,12 +76,6 @@ impl Sh {
             }
         }
     }
-
-    fn usable(dests: &[Arc<Dest>], b: u32) -> Option<Option<usize>> {
-        // Outer None: empty bucket; inner None: occupied but unavailable.
-        let d = dests.get(b as usize)?;
-        Some((d.weight() > 0 && !d.is_overloaded()).then_some(b as usize))
-    }
 }
 
 impl Scheduler for Sh {
@@ -105,18 +99,15 @@ impl Scheduler for Sh {
     ) -> Option<usize> {
         let (addr, port) = hash_input(flow, ctx.svc_flags);
         let ap = (port as u32).wrapping_add(addr_fold(addr));
-        let ih = key(ap, 0);
-        let first = Self::usable(dests, self.buckets[ih])?;
-        if first.is_some() || ctx.svc_flags & SVC_F_SCHED1 == 0 {
-            return first;
-        }
-        for off in 0..SH_TAB_SIZE as u32 {
-            let roff = (off + ih as u32) % SH_TAB_SIZE as u32;
-            if let Some(i) = Self::usable(dests, self.buckets[key(ap, roff)])? {
-                return Some(i);
-            }
-        }
-        None
+        let fallback = ctx.svc_flags & SVC_F_SCHED1 != 0;
+        let buckets = &self.buckets;
+        table_lookup(
+            dests,
+            SH_TAB_SIZE,
+            fallback,
+            |off| key(ap, off),
+            |k| buckets[k] as usize,
+        )
     }
 }
 

@@ -27,9 +27,7 @@ pub(crate) fn wfactor(d: &Dest) -> u64 {
 /// (wlc uses the connection overhead, sed `active + 1`).
 #[inline]
 pub(crate) fn weighted_least(dests: &[Arc<Dest>], oh: impl Fn(&Dest) -> u64) -> Option<usize> {
-    let first = dests
-        .iter()
-        .position(|d| !d.is_overloaded() && d.weight() > 0)?;
+    let first = dests.iter().position(|d| d.is_schedulable())?;
     let (mut least, mut loh) = (first, oh(&dests[first]));
     let mut lw = wfactor(&dests[first]);
     for (i, d) in dests.iter().enumerate().skip(first + 1) {

@@ -31,13 +31,6 @@ pub struct Wrr {
     di: i32,
 }
 
-fn gcd(mut a: i32, mut b: i32) -> i32 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
-}
-
 impl Wrr {
     /// A fresh scheduler (state as after binding to an empty service).
     pub fn new() -> Self {
@@ -50,11 +43,7 @@ impl Wrr {
     }
 
     fn recompute(&mut self, dests: &[Arc<Dest>]) {
-        let g = dests
-            .iter()
-            .map(|d| d.weight())
-            .filter(|&w| w > 0)
-            .fold(0, |g, w| if g > 0 { gcd(w, g) } else { w });
+        let g = super::weight_gcd(dests, Dest::weight);
         self.di = if g > 0 { g } else { 1 };
         let max = dests.iter().map(|d| d.weight()).fold(0, i32::max);
         self.mw = max - (self.di - 1);
