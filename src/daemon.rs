@@ -239,8 +239,8 @@ fn load_config(path: &PathBuf) -> Result<Vec<(usize, adm::Command)>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
     let at = |line: usize, why: &str| format!("config {} line {line}: {why}", path.display());
-    let cmds = adm::parse_rules_numbered(&text, &adm::Names::system())
-        .map_err(|(line, why)| at(line, &why))?;
+    let cmds =
+        adm::parse_rules(&text, &adm::Names::system()).map_err(|(line, why)| at(line, &why))?;
     let scratch = Director::new();
     for (line, cmd) in &cmds {
         adm::apply(cmd, &scratch).map_err(|why| at(*line, &why))?;

@@ -397,22 +397,20 @@ impl Director {
         Ok(())
     }
 
+    /// A deleted service's destinations go to the trash. Like the kernel's
+    /// `__ip_vs_del_service`, the scheduler is not told dest by dest (the
+    /// service is gone with it), and the hooks run outside the locks.
     fn trash_dests(&self, svc: &Service) {
         let now = self.now_ms();
-        let mut slot = svc.slot();
-        let mut t = self.trash.lock().unwrap_or_else(|e| e.into_inner());
-        let hooks = self.hooks();
-        while !slot.dests.is_empty() {
-            let d = slot.dests.remove(0);
+        let dests = std::mem::take(&mut svc.slot().dests);
+        for d in &dests {
             d.flags.fetch_and(!DEST_F_AVAILABLE, Relaxed);
-            let flags = svc.flags();
-            let SchedSlot { dests, sched, .. } = &mut *slot;
-            sched.dests_changed(dests, DestChange::Removed(0), flags);
-            if let Some(h) = &hooks {
+            if let Some(h) = self.hooks() {
                 h.dest_removed(&svc.id, &d.spec());
             }
-            t.push((svc.id, d, now));
         }
+        let mut t = self.trash.lock().unwrap_or_else(|e| e.into_inner());
+        t.extend(dests.into_iter().map(|d| (svc.id, d, now)));
     }
 }
 

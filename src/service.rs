@@ -198,11 +198,6 @@ impl ServiceSpec {
             pe: None,
         }
     }
-
-    /// True if `-p` is set.
-    pub fn is_persistent(&self) -> bool {
-        self.flags & SVC_F_PERSISTENT != 0
-    }
 }
 
 /// Everything `ipvsadm -a/-e` sets on a destination.

@@ -279,25 +279,12 @@ fn is_rule(c: &Command) -> bool {
 }
 
 /// Parse an `ipvsadm -S` rules file (the daemon's `--config`), with the `-R`
-/// tokenisation. The whole file is rejected on the first bad line: returns
-/// (1-based line number, reason). Only table commands (`-A -E -D -C -a -e -d
-/// -Z --set`) are accepted; kernel-level consistency (e.g. `-a` for an
-/// undefined service) is left to [`apply`].
-pub fn parse_rules(text: &str) -> Result<Vec<Command>, (usize, String)> {
-    parse_rules_with_names(text, &Names::system())
-}
-
-/// [`parse_rules`] with an explicit name database.
-pub fn parse_rules_with_names(text: &str, names: &Names) -> Result<Vec<Command>, (usize, String)> {
-    parse_rules_numbered(text, names).map(|v| v.into_iter().map(|(_, c)| c).collect())
-}
-
-/// [`parse_rules_with_names`], each command with its 1-based line number
-/// (so later errors, e.g. from a dry run, can name the line too).
-pub fn parse_rules_numbered(
-    text: &str,
-    names: &Names,
-) -> Result<Vec<(usize, Command)>, (usize, String)> {
+/// tokenisation; each command comes with its 1-based line number (so later
+/// errors, e.g. from a dry run, can name the line too). The whole file is
+/// rejected on the first bad line: returns (line number, reason). Only table
+/// commands (`-A -E -D -C -a -e -d -Z --set`) are accepted; kernel-level
+/// consistency (e.g. `-a` for an undefined service) is left to [`apply`].
+pub fn parse_rules(text: &str, names: &Names) -> Result<Vec<(usize, Command)>, (usize, String)> {
     let mut cmds = Vec::new();
     for (n, toks) in tokenize(text) {
         match parse("ipvsadm", &toks, names) {

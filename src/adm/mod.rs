@@ -15,10 +15,7 @@ mod fake;
 #[cfg(test)]
 mod tests;
 
-pub use exec::{
-    apply, parse_rules, parse_rules_numbered, parse_rules_with_names, run, run_with_names,
-    AdmOutput,
-};
+pub use exec::{apply, parse_rules, run, run_with_names, AdmOutput};
 pub use format::{ListFormat, VERSION_LINE};
 pub use names::Names;
 pub use parse::{parse, Command, DaemonOpts, DaemonState, ListOpts, ListWhat, ParseError};

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use super::api::{ConnSnapshot, Ipvs, Timeouts};
-use super::exec::{apply, parse_rules_with_names, run_with_names, AdmOutput, NO_SYNC_DAEMON};
+use super::exec::{apply, parse_rules, run_with_names, AdmOutput, NO_SYNC_DAEMON};
 use super::fake::FakeIpvs;
 use super::format::{largenum, VERSION_LINE};
 use super::names::Names;
@@ -1189,6 +1189,11 @@ fn restore_listing_error_stops() {
     let o = adm_in(&ipvs, "-R", "-L -n -t 9.9.9.9:80\n-A -t 1.1.1.1:80\n");
     assert_eq!((o.code, o.stderr.as_str()), (1, "No such service\n"));
     assert!(ipvs.services().is_empty());
+}
+
+/// The commands of a rules file, without their line numbers.
+fn parse_rules_with_names(text: &str, n: &Names) -> Result<Vec<Command>, (usize, String)> {
+    parse_rules(text, n).map(|v| v.into_iter().map(|(_, c)| c).collect())
 }
 
 #[test]

@@ -40,7 +40,6 @@ pub struct Ctx {
 
 #[derive(Debug)]
 struct MarkDev {
-    name: String,
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -132,14 +131,10 @@ impl FwmarkDevices {
                 return Err(e);
             }
         };
-        self.devs.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            (mark, v6),
-            MarkDev {
-                name,
-                stop,
-                workers,
-            },
-        );
+        self.devs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((mark, v6), MarkDev { stop, workers });
         Ok(())
     }
 
@@ -166,7 +161,6 @@ impl FwmarkDevices {
             let _ = w.join();
         }
         // The queues close with the workers; a non-persistent device goes with them.
-        let _ = d.name;
     }
 
     /// Stop every mark device (shutdown).
