@@ -225,11 +225,6 @@ impl Conn {
         unpack(self.sf.load(Relaxed))
     }
 
-    /// True for persistence templates.
-    pub fn is_template(&self) -> bool {
-        self.tkey.is_some()
-    }
-
     /// Current state number (TCP: `TcpState`; UDP: 0).
     pub fn state(&self) -> u8 {
         self.state_flags().0
@@ -366,12 +361,6 @@ impl Conn {
         st == TcpState::TimeWait
             || st == TcpState::Close
             || (st == TcpState::FinWait && flags & CONN_F_NOOUTPUT != 0)
-    }
-
-    /// Force the timer to fire at the next sweep.
-    pub fn expire_now(&self) {
-        self.timeout_ms.store(0, Relaxed);
-        self.last_seen.store(0, Relaxed);
     }
 
     /// The key packets from the client carry.

@@ -221,11 +221,6 @@ impl Host {
         })
     }
 
-    /// The director's addresses with their prefix lengths.
-    pub fn addrs(&self) -> &[(IpAddr, u8)] {
-        &self.addrs
-    }
-
     /// Hand a received Ethernet frame (no virtio header) to smoltcp, let it
     /// work, and pass every frame it transmits to `emit`.
     pub fn receive(&mut self, now_ms: u64, frame: &[u8], emit: &mut dyn FnMut(&[u8])) -> usize {

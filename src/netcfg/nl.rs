@@ -285,11 +285,6 @@ impl Netlink {
         })
     }
 
-    /// The sequence number the next request will carry.
-    pub fn next_seq(&self) -> u32 {
-        self.seq.wrapping_add(1)
-    }
-
     /// Sends `msg` (built with any sequence number; it is replaced by a fresh
     /// one) and collects the answer: the data messages of a dump up to
     /// `NLMSG_DONE`, or of a request up to its ACK. `op` names the request in

@@ -139,13 +139,6 @@ impl Route {
 }
 
 impl Netlink {
-    /// Adds a route (`ip route add`); `AlreadyExists` if it exists.
-    pub fn route_add(&mut self, route: &Route) -> io::Result<()> {
-        let flags = nl::NLM_F_REQUEST | nl::NLM_F_ACK | nl::NLM_F_CREATE | nl::NLM_F_EXCL;
-        let msg = route.message(nl::RTM_NEWROUTE, flags, 0);
-        self.ack(&format!("ip route add {route:?}"), msg)
-    }
-
     /// Adds or replaces a route (`ip route replace`).
     pub fn route_replace(&mut self, route: &Route) -> io::Result<()> {
         let flags = nl::NLM_F_REQUEST | nl::NLM_F_ACK | nl::NLM_F_CREATE | nl::NLM_F_REPLACE;

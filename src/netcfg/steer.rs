@@ -163,11 +163,6 @@ impl Steering {
         })
     }
 
-    /// The routing table steered traffic is looked up in.
-    pub fn table(&self) -> u32 {
-        self.table
-    }
-
     /// Preference of the service rules.
     pub fn service_pref(&self) -> u32 {
         self.pref_base

@@ -28,11 +28,6 @@ impl SysctlChange {
     pub fn restore(&self) -> io::Result<()> {
         write(&self.key, &self.old).map(drop)
     }
-
-    /// The `sysctl -w` command that makes this change.
-    pub fn command(&self) -> String {
-        command(&self.key, &self.new)
-    }
 }
 
 /// The `/proc/sys` path of a dotted key.
