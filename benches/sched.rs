@@ -58,6 +58,16 @@ fn bench(c: &mut Criterion) {
                 s.dests_changed(&list[k..], DestChange::Added(0), 0);
             }
             let mut rng = Rng::seeded(11);
+            // Every scheduler has a usable destination here: time picks, not misses.
+            let mut ctx = SchedCtx {
+                now_ms: 0,
+                rng: &mut rng,
+                svc_flags: 0,
+            };
+            assert!(
+                s.schedule(&list, &flows[0], &mut ctx).is_some(),
+                "{name}/{n}"
+            );
             let mut i = 0usize;
             g.bench_with_input(BenchmarkId::new(name, n), &list, |b, list| {
                 b.iter(|| {

@@ -72,6 +72,12 @@ fn ipvs_sh_dr_case_over_tap_32_random_bytes_arrive_intact() {
     lab.wait_until("the connection to reach FIN_WAIT", 5, || {
         d.adm_ok(&["-L", "-n", "-c"]).contains("FIN_WAIT")
     });
+    // Firewall-mark services need a device per mark: tap mode says no, and
+    // nothing is added.
+    let o = d.adm(&["-A", "-f", "1", "-s", "rr"]);
+    assert_ne!(o.code, 0, "{}", o.stdout);
+    assert!(o.stderr.contains("tap mode"), "{}", o.stderr);
+    assert!(!d.adm_ok(&["-S", "-n"]).contains("-f 1"));
 }
 
 #[test]

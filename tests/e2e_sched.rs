@@ -136,6 +136,12 @@ fn firewall_mark_service_balances_marked_traffic() {
     // The mark has its own device, removed with the service.
     let links = lab.exec_ok("director", &["ip", "-o", "link"]);
     assert!(links.contains("tunvs0m1"), "{links}");
+    // … and its own rule and table (4242 + mark), ahead of the local table.
+    let rules = lab.exec_ok("director", &["ip", "rule"]);
+    assert!(
+        rules.contains("10:\tfrom all fwmark 0x1 lookup 4243"),
+        "{rules}"
+    );
     d.adm_ok(&["-D", "-f", "1"]);
     lab.wait_until("the mark device to go", 5, || {
         !lab.exec_ok("director", &["ip", "-o", "link"])

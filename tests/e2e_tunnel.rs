@@ -333,15 +333,31 @@ fn tun_lab_balances_over_ipip_and_gue_and_uploads_through_a_smaller_mtu() {
     );
     assert_eq!(section("upload"), ["3000000"], "{out}");
     assert!(out.contains("lab: removed namespaces"), "{out}");
-    // The helpers dropped nothing and nothing encapsulated exceeded the LAN MTU.
-    assert!(!out.contains("  drop_"), "{out}");
-    for l in out
+    // Both helpers reported; they dropped nothing and nothing encapsulated
+    // exceeded the LAN MTU (the upload filled it).
+    let max: Vec<u64> = out
         .lines()
         .filter(|l| l.trim_start().starts_with("max_outer_len"))
-    {
-        let v: u64 = l.split_whitespace().nth(1).unwrap().parse().unwrap();
-        assert!(v <= 1400, "{l}");
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(max.len(), 2, "one report per real server:\n{out}");
+    assert!(!out.contains("  drop_"), "{out}");
+    for v in &max {
+        assert!(*v <= 1400, "{max:?}");
     }
+    assert!(
+        max.iter().any(|v| *v >= 1300),
+        "the upload filled the MTU: {max:?}"
+    );
+    // The path MTU was learned from the router's ICMP.
+    let icmp: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("router: ICMP destination-unreachable (fragmentation needed) sent to the director: "))
+        .expect("router line")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(icmp > 0, "{out}");
 }
 
 /// `tunvs realserver tunnel` on its own: what it sets up (device with the VIP,

@@ -4,8 +4,6 @@
 //! with frag-needed) through the L2 layer, counted by a global allocator
 //! (exemplars.md §5, "habits common to all").
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -22,37 +20,9 @@ use tunvs::packet::testutil::{tcp_packet, to_partial};
 use tunvs::packet::{TCP_ACK, TCP_SYN};
 use tunvs::service::{DestSpec, FwdMethod, Proto, ServiceSpec, SvcId, TunCsum, TunType};
 
-struct Counting;
+mod alloc_count;
 
-thread_local! {
-    static COUNT: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; the
-// thread-local counter does not allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as ours, passed through.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as ours, passed through.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as ours, passed through.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static A: Counting = Counting;
-
-fn allocs() -> u64 {
-    COUNT.with(|c| c.get())
-}
+use alloc_count::allocations_in;
 
 const OUR_MAC: [u8; 6] = [0x02, 0x74, 0x76, 0, 0, 1];
 const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
@@ -126,24 +96,26 @@ fn established_dr_and_nat_flows_do_not_allocate() {
         ));
     }
     let mut sink = |_: &[u8]| {};
-    let start = allocs();
-    for (syn, _) in &frames {
-        buf.set(syn);
-        assert_eq!(l2.handle(1, &mut buf, &mut sink), L2Verdict::Forward);
-    }
+    let new_conns = allocations_in(|| {
+        for (syn, _) in &frames {
+            buf.set(syn);
+            assert_eq!(l2.handle(1, &mut buf, &mut sink), L2Verdict::Forward);
+        }
+    });
     assert!(
-        allocs() > start,
+        new_conns > 0,
         "a new connection allocates: the counter works"
     );
-    let before = allocs();
-    for i in 0..1000u64 {
-        for (_, data) in &frames {
-            buf.set(data);
-            assert_eq!(l2.handle(2 + i, &mut buf, &mut sink), L2Verdict::Forward);
+    let n = allocations_in(|| {
+        for i in 0..1000u64 {
+            for (_, data) in &frames {
+                buf.set(data);
+                assert_eq!(l2.handle(2 + i, &mut buf, &mut sink), L2Verdict::Forward);
+            }
+            l2.poll(2 + i, &mut sink);
         }
-        l2.poll(2 + i, &mut sink);
-    }
-    assert_eq!(allocs() - before, 0, "allocations on established flows");
+    });
+    assert_eq!(n, 0, "allocations on established flows");
 }
 
 #[test]
@@ -218,22 +190,23 @@ fn established_tunnel_flows_do_not_allocate() {
         inputs.push((vframe(&gso, Some(1000)), L2Verdict::Segments(20)));
         inputs.push((vframe(&big, None), L2Verdict::Reply(0)));
     }
-    let before = allocs();
-    for i in 0..300u64 {
-        // 10 ms apart: the ICMP rate limit (1000/s) lets every reply through.
-        let now = 2 + i * 10;
-        for (f, want) in &inputs {
-            buf.set(f);
-            let v = l2.handle(now, &mut buf, &mut sink);
-            match (v, want) {
-                (L2Verdict::Reply(_), L2Verdict::Reply(_)) => {}
-                _ => assert_eq!(v, *want),
+    let n = allocations_in(|| {
+        for i in 0..300u64 {
+            // 10 ms apart: the ICMP rate limit (1000/s) lets every reply through.
+            let now = 2 + i * 10;
+            for (f, want) in &inputs {
+                buf.set(f);
+                let v = l2.handle(now, &mut buf, &mut sink);
+                match (v, want) {
+                    (L2Verdict::Reply(_), L2Verdict::Reply(_)) => {}
+                    _ => assert_eq!(v, *want),
+                }
+                if let L2Verdict::Segments(n) = v {
+                    assert_eq!(l2.segments().take(n).count(), 20);
+                }
             }
-            if let L2Verdict::Segments(n) = v {
-                assert_eq!(l2.segments().take(n).count(), 20);
-            }
+            l2.poll(now, &mut sink);
         }
-        l2.poll(now, &mut sink);
-    }
-    assert_eq!(allocs() - before, 0, "allocations on tunnel flows");
+    });
+    assert_eq!(n, 0, "allocations on tunnel flows");
 }

@@ -4,8 +4,6 @@
 //! checksums, GSO). A counting global allocator counts the allocations of the
 //! current thread only, so other test threads do not disturb the measurement.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -17,62 +15,9 @@ use tunvs::packet::testutil::{frame, tcp_packet, to_partial, udp_packet, SYN_OPT
 use tunvs::packet::{VnetHdr, TCP_ACK, TCP_PSH, TCP_SYN};
 use tunvs::util::Rng;
 
-thread_local! {
-    /// Allocations (alloc, alloc_zeroed, realloc) made by this thread.
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
+mod alloc_count;
 
-struct Counting;
-
-fn count() {
-    // `try_with`: during thread teardown the slot may be gone; not counting
-    // then is fine. The const-initialised Cell never allocates.
-    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-}
-
-// SAFETY: every method only bumps a thread-local counter (which neither
-// allocates nor unwinds) and then delegates to `System` with exactly the
-// arguments it was given, so `System`'s guarantees (alignment, size,
-// ownership of the returned memory) are passed through unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as our caller's: `layout` has non-zero size.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System` (through us) with this `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: `ptr`/`layout` came from `System` through us; `new_size` is
-        // non-zero as our caller guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
-
-/// Allocations made by `f` on this thread.
-fn allocations_in(f: impl FnOnce()) -> u64 {
-    let before = allocs();
-    f();
-    allocs() - before
-}
+use alloc_count::allocations_in;
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()

@@ -221,3 +221,39 @@ fn persistence_granularity_and_quiescent_dests() {
     assert_eq!(b.dest_counts(first_a).2, 0, "template expired");
     assert_eq!(b.syn([10, 1, 1, 9], 1005, 80), other);
 }
+
+/// "No destination available" answers with ICMP port unreachable (spec §1.4),
+/// rate-limited like the kernel's ICMP: a burst of 50, then 1000 per second;
+/// a suppressed reply leaves a plain drop, counted as icmp_rate_limited.
+#[test]
+fn no_destination_replies_are_rate_limited() {
+    use tunvs::dataplane::drop::DropReason;
+    let mut b = Bench::new();
+    let id = b.service(Proto::Tcp, 80, "rr", 0, 0, u32::MAX);
+    b.dest(&id, RS1, 80, 0, 0, 0); // quiescent: nothing to schedule
+    let now = b.now();
+    let mut replies = 0;
+    let mut drops = 0;
+    for port in 1000..1051u16 {
+        let c = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(12, 0, 0, 10)), port);
+        let v = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(12, 0, 0, 1)), 80);
+        let mut buf = PacketBuf::from_frame(&testutil::tcp_packet(c, v, 0x02, 1, 0, &[], &[]));
+        match b.pipe.handle(now, &mut buf, false) {
+            Verdict::Reply(_) => replies += 1,
+            Verdict::Drop(DropReason::NoDestination) => drops += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((replies, drops), (50, 1));
+    let k = b.pipe.counters();
+    assert_eq!(k.get(DropReason::IcmpRateLimited), 1);
+    assert_eq!(k.get(DropReason::NoDestination), 51);
+    // 10 ms later, 10 more may go.
+    let c = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(12, 0, 0, 10)), 2000);
+    let v = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(12, 0, 0, 1)), 80);
+    let mut buf = PacketBuf::from_frame(&testutil::tcp_packet(c, v, 0x02, 1, 0, &[], &[]));
+    assert!(matches!(
+        b.pipe.handle(now + 10, &mut buf, false),
+        Verdict::Reply(_)
+    ));
+}

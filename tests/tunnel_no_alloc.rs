@@ -4,8 +4,6 @@
 //! go through the pipeline without touching the allocator. A counting global
 //! allocator, switched on per thread, checks it.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -19,48 +17,9 @@ use tunvs::packet::vnet::VnetHdr;
 use tunvs::packet::{TCP_ACK, TCP_SYN};
 use tunvs::service::{DestSpec, FwdMethod, Proto, ServiceSpec, SvcId, TunCsum, TunType};
 
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
+mod alloc_count;
 
-struct Counting;
-
-// SAFETY: every call is forwarded to the system allocator with the same
-// arguments; the thread-local bookkeeping neither allocates nor touches the
-// memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as ours, forwarded.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: `p` came from `System.alloc` with layout `l`.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as ours, forwarded.
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        count();
-        // SAFETY: `p` came from this allocator (hence `System`) with layout `l`.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-fn count() {
-    let _ = COUNTING.try_with(|c| {
-        if c.get() {
-            let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
-        }
-    });
-}
-
-#[global_allocator]
-static A: Counting = Counting;
+use alloc_count::allocations_in;
 
 fn sa(a: [u8; 4], p: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::from(a)), p)
@@ -117,21 +76,17 @@ fn tunnel_packets_allocate_nothing() {
         inputs.push((frame(&gh, &gso), Verdict::Segments(20)));
         inputs.push((frame(&VnetHdr::default(), &big), Verdict::Reply(0)));
     }
-    COUNTING.with(|c| c.set(true));
-    for _ in 0..3 {
-        for (f, want) in &inputs {
-            buf.set(f);
-            let v = p.handle(2, &mut buf, true);
-            match (v, want) {
-                (Verdict::Reply(_), Verdict::Reply(_)) => {}
-                _ => assert_eq!(v, *want),
+    let n = allocations_in(|| {
+        for _ in 0..3 {
+            for (f, want) in &inputs {
+                buf.set(f);
+                let v = p.handle(2, &mut buf, true);
+                match (v, want) {
+                    (Verdict::Reply(_), Verdict::Reply(_)) => {}
+                    _ => assert_eq!(v, *want),
+                }
             }
         }
-    }
-    COUNTING.with(|c| c.set(false));
-    assert_eq!(
-        ALLOCS.with(|a| a.get()),
-        0,
-        "allocations on the tunnel path"
-    );
+    });
+    assert_eq!(n, 0, "allocations on the tunnel path");
 }

@@ -122,8 +122,14 @@ echo "client: path MTU toward the VIP: $(on client ip route get "$VIP" | grep -o
 run on director "$TUNVS" drops
 
 say "What the real servers' helpers counted (SIGUSR1)"
+reports() { grep -c '^drop_not_director' "$LAB_TMP/realserver-rs$1.log" || true; }
+before=("$(reports 1)" "$(reports 2)")
 for pid in "${RS_PIDS[@]}"; do kill -USR1 "$pid"; done
-sleep 0.3
+# Bounded wait until each helper has printed one more complete report.
+for _ in $(seq 50); do
+    [ "$(reports 1)" -gt "${before[0]}" ] && [ "$(reports 2)" -gt "${before[1]}" ] && break
+    sleep 0.1
+done
 for i in 1 2; do
     echo "rs$i:"
     # The last report: received … drop_not_director; zero drop counters left out.
