@@ -23,8 +23,9 @@ use tunvs::dataplane::neigh::{self, NeighTable};
 use tunvs::dataplane::pipeline::{Methods, Pipeline};
 use tunvs::director::Director;
 use tunvs::host::Host;
-use tunvs::packet::csum;
-use tunvs::packet::testutil::{icmp_packet, tcp_packet, to_partial};
+use tunvs::packet::testutil::{
+    icmp_packet, ipv4_header_checksum_ok, l4_checksum_ok, tcp_packet, to_partial,
+};
 use tunvs::packet::{TCP_ACK, TCP_SYN};
 use tunvs::service::{DestSpec, FwdMethod, Proto, ServiceSpec, SvcId};
 
@@ -159,10 +160,12 @@ fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
 
 /// Set the IPv4 TTL and recompute the header checksum (builders use 64).
 fn with_ttl(mut p: Vec<u8>, ttl: u8) -> Vec<u8> {
-    p[8] = ttl;
-    p[10..12].fill(0);
-    let c = csum::checksum(&p[..20]);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
+    // The checksum comes from etherparse, never from the code under test.
+    let mut h = etherparse::Ipv4Header::from_slice(&p).unwrap().0;
+    h.time_to_live = ttl;
+    h.header_checksum = h.calc_header_checksum();
+    let ihl = h.header_len();
+    p[..ihl].copy_from_slice(&h.to_bytes());
     p
 }
 
@@ -419,8 +422,8 @@ fn icmp_echo_to_the_dip_is_answered_by_smoltcp() {
     assert_eq!(r[14 + 20], 0, "an echo reply");
     assert_eq!(&r[14 + 24..14 + 28], &[0, 1, 0, 1]);
     assert_eq!(&r[14 + 28..], b"abcd");
-    assert!(csum::ipv4_header_ok(&r[14..34]));
-    assert_eq!(csum::checksum(&r[34..]), 0, "ICMP checksum verifies");
+    assert!(ipv4_header_checksum_ok(&r[14..]));
+    assert!(l4_checksum_ok(&r[14..]), "ICMP checksum verifies");
 }
 
 #[test]

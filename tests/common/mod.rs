@@ -23,7 +23,9 @@ pub fn require_root() {
         "this test needs root (it creates network namespaces, veth pairs and a TUN device): \
          run `sudo cargo test` or the README's test command as root"
     );
-    for tool in ["ip", "socat", "curl"] {
+    for tool in [
+        "ip", "ss", "socat", "curl", "ethtool", "nft", "setpriv", "timeout",
+    ] {
         assert!(
             Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])
@@ -31,7 +33,7 @@ pub fn require_root() {
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false),
-            "this test needs `{tool}`: run .ci/run or `apt-get install iproute2 socat curl ethtool`"
+            "this test needs `{tool}`: run netns-lab/deps.sh (iproute2 socat curl ethtool nftables)"
         );
     }
 }
