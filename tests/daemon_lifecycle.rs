@@ -636,3 +636,99 @@ fn the_control_socket_is_private_and_a_second_daemon_is_refused() {
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(10), 0);
 }
+
+/// Running without root, as the README describes: an operator pre-creates
+/// the device for the user; the user runs `tunvs run --no-routes` with no
+/// capability but the one this machine's `/dev/net/tun` (mode 0600, often
+/// 0666 elsewhere) needs to be opened; services can be added and nothing is
+/// installed.
+#[test]
+fn an_unprivileged_user_runs_the_daemon_on_a_precreated_device() {
+    let lab = one_ns("u");
+    lab.exec_ok(
+        "d",
+        &[
+            "ip",
+            "tuntap",
+            "add",
+            "dev",
+            "tvu0",
+            "mode",
+            "tun",
+            "user",
+            "65534",
+            "multi_queue",
+            "vnet_hdr",
+        ],
+    );
+    let dir = lab.tmp.join("user");
+    std::fs::create_dir_all(&dir).unwrap();
+    must(&["chown", "65534:65534", &dir.to_string_lossy()]);
+    let sock = dir.join("tunvs.sock");
+    let before = host_state(&lab, "d");
+    let full = lab.ns("d");
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &full,
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .args(["--inh-caps=+dac_override", "--ambient-caps=+dac_override"])
+        .args([TUNVS, "run", "--dev", "tvu0", "--no-routes", "--control"])
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        if let Some(st) = child.try_wait().unwrap() {
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "exited {st}: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        assert!(Instant::now() < deadline, "not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = adm_at(&sock, &["-A", "-t", "12.0.0.1:80", "-s", "rr"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = adm_at(
+        &sock,
+        &["-a", "-t", "12.0.0.1:80", "-r", "192.168.168.10:80", "-m"],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let l = adm_at(&sock, &["-L", "-n"]);
+    assert!(l.stdout.contains("TCP  12.0.0.1:80 rr"), "{}", l.stdout);
+    // The daemon really runs as nobody, and changed nothing on the host.
+    let pid = child.id().to_string();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .expect("Uid line")
+        .to_string();
+    assert_eq!(host_state(&lab, "d"), before);
+    // SAFETY: kill with the pid of a child this test spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("ip rule add pref 10 to 12.0.0.1/32 ipproto 6 dport 80 lookup 4242"),
+        "{out}"
+    );
+    assert_eq!(
+        uid_line.split_whitespace().nth(1),
+        Some("65534"),
+        "{uid_line}"
+    );
+}
