@@ -10,17 +10,14 @@
 # kernel forward: client → 10.77.2.2 directly (routed by the director)
 # tunvs NAT:      client → VIP 10.77.1.1:5201 → tunvs → 10.77.2.2:5201
 set -euo pipefail
-top="$(cd "$(dirname "$0")/.." && pwd)"
-[ "$(id -u)" = 0 ] || { echo "needs root: sudo $0" >&2; exit 1; }
-"$top/netns-lab/deps.sh"
-command -v iperf3 >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null; }
-if [ -z "${TUNVS:-}" ]; then
-    (cd "$top" && cargo build --release --quiet)
-    TUNVS="$top/target/release/tunvs"
-fi
+. "$(dirname "$0")/../netns-lab/lib/common.sh"
+lab_prologue benches/netns_compare
+# The bench also needs iperf3, and python3 to read its JSON.
+for tool in iperf3 python3; do
+    command -v "$tool" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null
+done
 T="${SECONDS_PER_RUN:-4}"
 REPS="${REPS:-2}"
-. "$top/netns-lab/lib/common.sh"
 lab_init tvbench
 
 add_ns cli; add_ns lb; add_ns srv

@@ -3,20 +3,10 @@
 # mode. See README.md here.
 # Usage: netns-lab/dr/run.sh            (as root; builds tunvs if needed)
 #        TUNVS=/path/to/tunvs REQUESTS=10 netns-lab/dr/run.sh
-here="$(cd "$(dirname "$0")" && pwd)"
-top="$(cd "$here/../.." && pwd)"
-if [ "$(id -u)" != 0 ]; then
-    echo "netns-lab/dr: needs root (network namespaces): sudo $0" >&2
-    exit 1
-fi
-"$top/netns-lab/deps.sh" || exit 1
-if [ -z "${TUNVS:-}" ]; then
-    (cd "$top" && cargo build --release --quiet)
-    TUNVS="$top/target/release/tunvs"
-fi
+. "$(dirname "$0")/../lib/common.sh"
+lab_prologue netns-lab/dr
 REQUESTS="${REQUESTS:-6}"
 VIP=203.0.113.80
-. "$top/netns-lab/lib/common.sh"
 lab_init tvdr
 # realserver dr keeps its record here, not in /run/tunvs.
 export TUNVS_STATE_DIR="$LAB_TMP/state"

@@ -1,4 +1,6 @@
 # Shared helpers for the tunvs netns labs. Source it; it defines:
+#   lab_prologue NAME    root check, install what is missing, build tunvs
+#                        unless $TUNVS names a binary
 #   lab_init PREFIX      unique names, the cleanup trap
 #   ns NAME              the namespace's full name
 #   on NAME CMD…         run CMD inside namespace NAME
@@ -9,6 +11,21 @@
 # Everything is removed on exit, Ctrl-C or failure.
 
 set -euo pipefail
+
+# The repository's top directory (this file is netns-lab/lib/common.sh).
+LAB_TOP="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+lab_prologue() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "$1: needs root (network namespaces): sudo $0" >&2
+        exit 1
+    fi
+    "$LAB_TOP/netns-lab/deps.sh"
+    if [ -z "${TUNVS:-}" ]; then
+        (cd "$LAB_TOP" && cargo build --release --quiet)
+        TUNVS="$LAB_TOP/target/release/tunvs"
+    fi
+}
 
 lab_init() {
     LAB_PREFIX="${1}$(printf '%04x' $((RANDOM)))"

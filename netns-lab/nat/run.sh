@@ -2,19 +2,9 @@
 # The LVS NAT experiment with tunvs as the director. See README.md here.
 # Usage: netns-lab/nat/run.sh            (as root; builds tunvs if needed)
 #        TUNVS=/path/to/tunvs REQUESTS=30 netns-lab/nat/run.sh
-here="$(cd "$(dirname "$0")" && pwd)"
-top="$(cd "$here/../.." && pwd)"
-if [ "$(id -u)" != 0 ]; then
-    echo "netns-lab/nat: needs root (network namespaces): sudo $0" >&2
-    exit 1
-fi
-"$top/netns-lab/deps.sh" || exit 1
-if [ -z "${TUNVS:-}" ]; then
-    (cd "$top" && cargo build --release --quiet)
-    TUNVS="$top/target/release/tunvs"
-fi
+. "$(dirname "$0")/../lib/common.sh"
+lab_prologue netns-lab/nat
 REQUESTS="${REQUESTS:-6}"
-. "$top/netns-lab/lib/common.sh"
 lab_init tvnat
 
 say "Building the topology (namespaces prefixed $LAB_PREFIX)"

@@ -3,21 +3,11 @@
 # `tunvs realserver tunnel` on the real servers. See README.md here.
 # Usage: netns-lab/tun/run.sh            (as root; builds tunvs if needed)
 #        TUNVS=/path/to/tunvs REQUESTS=10 netns-lab/tun/run.sh
-here="$(cd "$(dirname "$0")" && pwd)"
-top="$(cd "$here/../.." && pwd)"
-if [ "$(id -u)" != 0 ]; then
-    echo "netns-lab/tun: needs root (network namespaces): sudo $0" >&2
-    exit 1
-fi
-"$top/netns-lab/deps.sh" || exit 1
-if [ -z "${TUNVS:-}" ]; then
-    (cd "$top" && cargo build --release --quiet)
-    TUNVS="$top/target/release/tunvs"
-fi
+. "$(dirname "$0")/../lib/common.sh"
+lab_prologue netns-lab/tun
 REQUESTS="${REQUESTS:-6}"
 UPLOAD="${UPLOAD:-2000000}"
 VIP=172.20.100.1
-. "$top/netns-lab/lib/common.sh"
 lab_init tvtun
 
 # Start `tunvs realserver tunnel --vip $VIP ARGS…` in namespace $1 and wait
