@@ -332,9 +332,9 @@ fn main() -> ExitCode {
             let opts = tunvs::realserver::tunnel::Opts {
                 vip,
                 kind: match kind {
-                    TunTypeArg::Ipip => tunvs::realserver::tunnel::Kind::Ipip,
-                    TunTypeArg::Gue => tunvs::realserver::tunnel::Kind::Gue,
-                    TunTypeArg::Gre => tunvs::realserver::tunnel::Kind::Gre,
+                    TunTypeArg::Ipip => tunvs::service::TunType::Ipip,
+                    TunTypeArg::Gue => tunvs::service::TunType::Gue,
+                    TunTypeArg::Gre => tunvs::service::TunType::Gre,
                 },
                 port,
                 dev,

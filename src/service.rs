@@ -157,6 +157,17 @@ pub enum TunType {
     Gre,
 }
 
+impl TunType {
+    /// The name `--tun-type` takes and listings print.
+    pub fn name(self) -> &'static str {
+        match self {
+            TunType::Ipip => "ipip",
+            TunType::Gue => "gue",
+            TunType::Gre => "gre",
+        }
+    }
+}
+
 /// Tunnel checksum option.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub enum TunCsum {

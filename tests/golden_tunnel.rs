@@ -44,7 +44,7 @@ use tunvs::packet::testutil::{
 use tunvs::packet::tunnel::{flow_hash, gue_src_port};
 use tunvs::packet::vnet::{VnetHdr, GSO_TCPV4, NEEDS_CSUM};
 use tunvs::packet::{TCP_ACK, TCP_PSH, TCP_SYN};
-use tunvs::realserver::tunnel::{Decapsulator, Kind};
+use tunvs::realserver::tunnel::Decapsulator;
 use tunvs::service::{DestSpec, FwdMethod, Proto, ServiceSpec, SvcId, TunCsum, TunType};
 
 const SEED: u64 = 0x005e_ed0f_7a11;
@@ -639,7 +639,7 @@ fn icmp_errors_about_tunnel_packets_reach_the_client() {
 #[test]
 fn decapsulation_of_the_golden_frames() {
     let vip = IpAddr::V4(VIP.into());
-    let mut ipip_d = Decapsulator::new(Kind::Ipip, vip);
+    let mut ipip_d = Decapsulator::new(TunType::Ipip, vip);
     for (frame, inner) in [
         (&IPIP_SYN[..], syn(8080)),
         (&NODF_SYN[..], nodf_syn()),
@@ -649,7 +649,7 @@ fn decapsulation_of_the_golden_frames() {
         let r = ipip_d.process(&mut b).unwrap();
         assert_eq!(&b[r], &inner[..]);
     }
-    let mut gre_d = Decapsulator::new(Kind::Gre, vip);
+    let mut gre_d = Decapsulator::new(TunType::Gre, vip);
     for (frame, inner) in [
         (&GRE_NOCSUM_SYN[..], syn(8084)),
         (&GRE_CSUM_SYN[..], syn(8085)),
@@ -658,7 +658,7 @@ fn decapsulation_of_the_golden_frames() {
         let r = gre_d.process(&mut b).unwrap();
         assert_eq!(&b[r], &inner[..]);
     }
-    let mut gue_d = Decapsulator::new(Kind::Gue, vip);
+    let mut gue_d = Decapsulator::new(TunType::Gue, vip);
     for (frame, inner) in [
         (&GUE_NOCSUM_SYN[28..], syn(8081)),
         (&GUE_CSUM_SYN[28..], syn(8082)),
@@ -679,39 +679,39 @@ fn decapsulation_of_the_golden_frames() {
     fn refix(b: &mut [u8]) {
         refix_at(b, 0)
     }
-    let bad: [(Kind, &[u8], Mutation, DecapError); 14] = [
+    let bad: [(TunType, &[u8], Mutation, DecapError); 14] = [
         (
-            Kind::Ipip,
+            TunType::Ipip,
             &IPIP_SYN,
             |b| b.truncate(12),
             DecapError::Truncated,
         ),
         (
-            Kind::Ipip,
+            TunType::Ipip,
             &IPIP_SYN,
             |b| b[0] = 0x65,
             DecapError::OuterVersion,
         ),
         (
-            Kind::Ipip,
+            TunType::Ipip,
             &IPIP_SYN,
             |b| b[0] = 0x44,
             DecapError::OuterHeader,
         ),
         (
-            Kind::Ipip,
+            TunType::Ipip,
             &IPIP_SYN,
             |b| b.truncate(70),
             DecapError::Truncated,
         ),
         (
-            Kind::Ipip,
+            TunType::Ipip,
             &IPIP_SYN,
             |b| b[11] ^= 0x10,
             DecapError::OuterChecksum,
         ),
         (
-            Kind::Ipip,
+            TunType::Ipip,
             &IPIP_SYN,
             |b| {
                 b[6] |= 0x20;
@@ -720,7 +720,7 @@ fn decapsulation_of_the_golden_frames() {
             DecapError::OuterFragment,
         ),
         (
-            Kind::Ipip,
+            TunType::Ipip,
             &IPIP_SYN,
             |b| {
                 b[36] = 10; // inner destination 10.175.44.110
@@ -729,38 +729,38 @@ fn decapsulation_of_the_golden_frames() {
             DecapError::NotVip,
         ),
         (
-            Kind::Ipip,
+            TunType::Ipip,
             &IPIP_SYN,
             |b| b[31] ^= 1,
             DecapError::InnerHeader,
         ),
-        (Kind::Gre, &IPIP_SYN, |_| {}, DecapError::OuterProto),
+        (TunType::Gre, &IPIP_SYN, |_| {}, DecapError::OuterProto),
         (
-            Kind::Gre,
+            TunType::Gre,
             &GRE_CSUM_SYN,
             |b| b[20] |= 0x40,
             DecapError::GreFlags,
         ),
         (
-            Kind::Gre,
+            TunType::Gre,
             &GRE_CSUM_SYN,
             |b| b[50] ^= 0xff,
             DecapError::GreChecksum,
         ),
         (
-            Kind::Gre,
+            TunType::Gre,
             &GRE_NOCSUM_SYN,
             |b| b[23] = 0x06,
             DecapError::InnerProto,
         ),
         (
-            Kind::Gue,
+            TunType::Gue,
             &GUE_NOCSUM_SYN[28..],
             |b| b[0] |= 0x20,
             DecapError::GueVersion,
         ),
         (
-            Kind::Gue,
+            TunType::Gue,
             &GUE_NOCSUM_SYN[28..],
             |b| b[3] = 4,
             DecapError::GueFlags,
@@ -769,19 +769,19 @@ fn decapsulation_of_the_golden_frames() {
     let mut counted = std::collections::HashMap::new();
     for (i, (kind, frame, mutate, why)) in bad.iter().enumerate() {
         let d = match kind {
-            Kind::Ipip => &mut ipip_d,
-            Kind::Gre => &mut gre_d,
-            Kind::Gue => &mut gue_d,
+            TunType::Ipip => &mut ipip_d,
+            TunType::Gre => &mut gre_d,
+            TunType::Gue => &mut gue_d,
         };
         let mut b = frame.to_vec();
         mutate(&mut b);
         assert_eq!(d.process(&mut b), Err(*why), "case {i}");
-        *counted.entry((*kind as u8, *why)).or_insert(0u64) += 1;
+        *counted.entry(((*kind) as u8, *why)).or_insert(0u64) += 1;
     }
     for (kind, d) in [
-        (Kind::Ipip, &ipip_d),
-        (Kind::Gre, &gre_d),
-        (Kind::Gue, &gue_d),
+        (TunType::Ipip, &ipip_d),
+        (TunType::Gre, &gre_d),
+        (TunType::Gue, &gue_d),
     ] {
         for e in DecapError::ALL {
             let want = counted.get(&(kind as u8, e)).copied().unwrap_or(0);

@@ -302,14 +302,6 @@ fn fwd_switch(f: FwdMethod) -> &'static str {
     }
 }
 
-fn tun_name(t: TunType) -> &'static str {
-    match t {
-        TunType::Ipip => "ipip",
-        TunType::Gue => "gue",
-        TunType::Gre => "gre",
-    }
-}
-
 fn tun_flag(c: TunCsum) -> &'static str {
     match c {
         TunCsum::NoCsum => "-c",
@@ -468,7 +460,7 @@ fn print_service_entry(out: &mut String, se: &ServiceSnapshot, fmt: Fmt, names: 
                     )),
                     TunType::Ipip => out.push_str(&format!(
                         "-a {name} -r {dname} {sw} -w {w} --tun-type {}\n",
-                        tun_name(d.tun_type)
+                        d.tun_type.name()
                     )),
                 }
             } else {

@@ -48,28 +48,7 @@ use crate::netcfg::{Family, Netlink};
 use crate::packet::decap::{
     apply_remcsum, check_inner, decap_gre, decap_gue, decap_ipip, DecapError,
 };
-
-/// The encapsulation to receive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// IPIP (IP protocol 4; 41 for an IPv6 VIP).
-    Ipip,
-    /// GUE on a UDP port.
-    Gue,
-    /// GRE (IP protocol 47).
-    Gre,
-}
-
-impl Kind {
-    /// The name used on the command line and in `ipvsadm --tun-type`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Ipip => "ipip",
-            Kind::Gue => "gue",
-            Kind::Gre => "gre",
-        }
-    }
-}
+use crate::service::TunType;
 
 /// Options of `tunvs realserver tunnel`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,7 +56,7 @@ pub struct Opts {
     /// The virtual address the director's service has.
     pub vip: IpAddr,
     /// The encapsulation.
-    pub kind: Kind,
+    pub kind: TunType,
     /// GUE: the UDP port (`--tun-port` on the director).
     pub port: u16,
     /// Name of the TUN device to create.
@@ -137,7 +116,7 @@ impl Counters {
 /// The pure part: check and unwrap one received packet.
 #[derive(Debug, Clone)]
 pub struct Decapsulator {
-    kind: Kind,
+    kind: TunType,
     vip: IpAddr,
     director: Option<IpAddr>,
     /// What happened so far.
@@ -146,7 +125,7 @@ pub struct Decapsulator {
 
 impl Decapsulator {
     /// A decapsulator of `kind` for `vip`.
-    pub fn new(kind: Kind, vip: IpAddr) -> Self {
+    pub fn new(kind: TunType, vip: IpAddr) -> Self {
         Decapsulator {
             kind,
             vip,
@@ -179,7 +158,7 @@ impl Decapsulator {
     ) -> Result<std::ops::Range<usize>, DecapError> {
         self.counters.received += 1;
         let outer_len = match self.kind {
-            Kind::Gue => buf.len() + 28,
+            TunType::Gue => buf.len() + 28,
             _ => buf.len(),
         } as u64;
         self.counters.max_outer_len = self.counters.max_outer_len.max(outer_len);
@@ -195,11 +174,11 @@ impl Decapsulator {
 
     fn unwrap(&self, buf: &mut [u8]) -> Result<std::ops::Range<usize>, DecapError> {
         let d = match self.kind {
-            Kind::Ipip => decap_ipip(buf)?,
-            Kind::Gre => decap_gre(buf)?,
-            Kind::Gue => decap_gue(buf)?,
+            TunType::Ipip => decap_ipip(buf)?,
+            TunType::Gre => decap_gre(buf)?,
+            TunType::Gue => decap_gue(buf)?,
         };
-        if let (Some(want), Kind::Ipip | Kind::Gre) = (self.director, self.kind) {
+        if let (Some(want), TunType::Ipip | TunType::Gre) = (self.director, self.kind) {
             if IpAddr::from([buf[12], buf[13], buf[14], buf[15]]) != want {
                 return Err(DecapError::NotDirector);
             }
@@ -278,13 +257,13 @@ enum Rx {
 impl Rx {
     fn open(o: &Opts) -> io::Result<Rx> {
         let rx = match o.kind {
-            Kind::Ipip => Rx::Raw(raw_socket(if o.vip.is_ipv6() {
+            TunType::Ipip => Rx::Raw(raw_socket(if o.vip.is_ipv6() {
                 libc::IPPROTO_IPV6
             } else {
                 libc::IPPROTO_IPIP
             })?),
-            Kind::Gre => Rx::Raw(raw_socket(libc::IPPROTO_GRE)?),
-            Kind::Gue => {
+            TunType::Gre => Rx::Raw(raw_socket(libc::IPPROTO_GRE)?),
+            TunType::Gue => {
                 let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, o.port))?;
                 s.set_nonblocking(true)?;
                 Rx::Udp(s)
@@ -356,10 +335,10 @@ fn next_signal(fd: &OwnedFd) -> Option<u32> {
 
 /// Run the decapsulator until SIGTERM/SIGINT/SIGHUP.
 pub fn run(o: &Opts) -> Result<(), String> {
-    if o.kind == Kind::Gue && o.port == 0 {
+    if o.kind == TunType::Gue && o.port == 0 {
         return Err("--type gue needs --port (the director's --tun-port)".into());
     }
-    if o.vip.is_ipv6() && o.kind == Kind::Ipip {
+    if o.vip.is_ipv6() && o.kind == TunType::Ipip {
         // IPv6-in-IPv4 is protocol 41: supported, but say what is read.
         eprintln!("tunvs realserver: IPv6 VIP: reading IP protocol 41 (IPv6 in IPv4)");
     }
@@ -375,7 +354,7 @@ pub fn run(o: &Opts) -> Result<(), String> {
         format!(
             "cannot open the {} receive socket: {e} (needs root or CAP_NET_RAW{})",
             o.kind.name(),
-            if o.kind == Kind::Gue {
+            if o.kind == TunType::Gue {
                 ", and a free UDP port"
             } else {
                 ""
@@ -414,7 +393,7 @@ pub fn run(o: &Opts) -> Result<(), String> {
     println!(
         "tunvs realserver: decapsulating {}{} for {} into {} ({}/{plen}); {}",
         o.kind.name(),
-        if o.kind == Kind::Gue {
+        if o.kind == TunType::Gue {
             format!(" on UDP port {}", o.port)
         } else {
             String::new()
@@ -541,7 +520,7 @@ mod test {
     fn counts_injections_and_drops_by_reason() {
         let vip: IpAddr = "207.175.44.110".parse().unwrap();
         let i = inner();
-        let mut d = Decapsulator::new(Kind::Ipip, vip);
+        let mut d = Decapsulator::new(TunType::Ipip, vip);
         let mut p = enc(Encap::Ipip, &i, None);
         let r = d.process(&mut p).unwrap();
         assert_eq!(&p[r], &i[..]);
@@ -568,7 +547,7 @@ mod test {
         assert!(rep.contains("received                 3\n"), "{rep}");
 
         // GUE REMCSUM: the inner checksum is completed before injection.
-        let mut d = Decapsulator::new(Kind::Gue, vip);
+        let mut d = Decapsulator::new(TunType::Gue, vip);
         let mut partial = i.clone();
         to_partial(&mut partial, 0);
         let e = Encap::Gue {
@@ -584,7 +563,7 @@ mod test {
 
         // Only from the director.
         let dir: IpAddr = "172.16.0.1".parse().unwrap();
-        let mut d = Decapsulator::new(Kind::Ipip, vip).only_from(dir);
+        let mut d = Decapsulator::new(TunType::Ipip, vip).only_from(dir);
         let mut p = enc(Encap::Ipip, &i, None);
         assert!(d.process(&mut p.clone()).is_ok());
         assert!(d.process_from(&mut p, Some(dir)).is_ok());
@@ -594,7 +573,7 @@ mod test {
         let c = crate::packet::csum::checksum(&q[..20]);
         q[10..12].copy_from_slice(&c.to_be_bytes());
         assert_eq!(d.process(&mut q), Err(DecapError::NotDirector));
-        let mut d = Decapsulator::new(Kind::Gue, vip).only_from(dir);
+        let mut d = Decapsulator::new(TunType::Gue, vip).only_from(dir);
         let mut g = enc(
             Encap::Gue {
                 port: 1,
