@@ -554,18 +554,21 @@ impl Ipvs for Director {
 
     fn del_dest(&self, id: &SvcId, addr: IpAddr, port: u16) -> Result<(), IpvsError> {
         let svc = self.get(id)?;
-        let (_, dest) = svc.find(addr, port).ok_or(IpvsError::NotFound)?;
-        {
-            let flags = svc.flags();
+        let dest = {
+            // Find and unlink under one lock.
             let mut slot = svc.slot();
-            let Some(i) = slot.dests.iter().position(|x| Arc::ptr_eq(x, &dest)) else {
-                return Err(IpvsError::NotFound);
-            };
-            slot.dests.remove(i);
+            let i = slot
+                .dests
+                .iter()
+                .position(|d| d.addr == addr && d.port == port)
+                .ok_or(IpvsError::NotFound)?;
+            let dest = slot.dests.remove(i);
             dest.flags.fetch_and(!DEST_F_AVAILABLE, Relaxed);
+            let flags = svc.flags();
             let SchedSlot { dests, sched, .. } = &mut *slot;
             sched.dests_changed(dests, DestChange::Removed(i), flags);
-        }
+            dest
+        };
         if let Some(h) = self.hooks() {
             h.dest_removed(id, &dest.spec());
         }
